@@ -1,0 +1,117 @@
+"""The one configuration object of the service and its tools.
+
+Every setting has a default, can be set by an environment variable
+(``ORIGIN_ID_<NAME>``, plus the conventional ``DATABASE_URL``) and, for the
+command-line tools, by a flag of the same name (``--max-top-k``). Flags win
+over the environment, which wins over defaults. Nothing else in the code base
+reads the environment for settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+MiB = 1024 * 1024
+
+
+def _default_model_dir() -> Path:
+    return Path(__file__).resolve().parent / "default_model"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where things live.
+    data_dir: Path = field(default=Path(".data/origin-id"),
+                           metadata={"help": "embedded PostgreSQL cluster and index files"})
+    database_url: str = field(default="", metadata={
+        "help": "external PostgreSQL (postgresql+psycopg://...); empty = embedded under data_dir",
+        "env": "DATABASE_URL"})
+    # Models.
+    vae: str = field(default="", metadata={
+        "help": "VAE: Hugging Face id or local directory; empty = bundled default"})
+    transform: str = field(default="", metadata={
+        "help": "ID2 linear transform (.safetensors); empty = bundled default"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    batch_size: int = field(default=16, metadata={"help": "images per embedding batch"})
+    # Server.
+    host: str = field(default="127.0.0.1", metadata={"help": "address the gRPC server binds"})
+    port: int = field(default=50051, metadata={"help": "gRPC port"})
+    max_message_mib: int = field(default=32, metadata={"help": "largest gRPC message, MiB"})
+    max_pixels: int = field(default=64_000_000, metadata={
+        "help": "largest decoded image (width*height); larger is rejected as a bomb"})
+    max_side: int = field(default=20_000, metadata={"help": "largest image width or height"})
+    default_top_k: int = field(default=10, metadata={"help": "top_k when a request gives 0"})
+    max_top_k: int = field(default=1000, metadata={"help": "largest top_k a request may ask"})
+    workers: int = field(default=8, metadata={"help": "gRPC worker threads"})
+    match_threshold: float = field(default=float("nan"), metadata={
+        "help": "override the model's calibrated match threshold (nan = use the model's)"})
+    # Index.
+    index_save_interval_s: float = field(default=30.0, metadata={
+        "help": "how often a changed index is checkpointed to disk"})
+    index_sync_interval_s: float = field(default=2.0, metadata={
+        "help": "how often the index picks up rows written by other processes"})
+    faiss_gpu: str = field(default="auto", metadata={"help": "auto, on or off"})
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.max_message_mib * MiB
+
+    @property
+    def model_dir(self) -> Path:
+        return _default_model_dir()
+
+    # -- construction -----------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            name = f.metadata.get("env", f"ORIGIN_ID_{f.name.upper()}")
+            if name in env and env[name] != "":
+                values[f.name] = _parse(hints[f.name], env[name], name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser, only: list[str] | None = None) -> None:
+        """Add one ``--flag`` per setting (default None: unset flags keep env/defaults)."""
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if only is not None and f.name not in only:
+                continue
+            kind = hints[f.name]
+            parser.add_argument(
+                "--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                type=(lambda s, k=kind, n=f.name: _parse(k, s, "--" + n.replace("_", "-"))),
+                help=f"{f.metadata.get('help', '')} (default: {f.default})")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls.from_env(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def _parse(kind: Any, text: str, source: str) -> Any:
+    try:
+        if kind is Path or kind == "Path":
+            return Path(text)
+        if kind is bool or kind == "bool":
+            if text.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if text.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(text)
+        if kind in (int, "int"):
+            return int(text)
+        if kind in (float, "float"):
+            return float(text)
+        return text
+    except ValueError:
+        raise ValueError(f"{source}: cannot read {text!r} as {getattr(kind, '__name__', kind)}") from None

@@ -1,0 +1,58 @@
+"""Images -> ID2 embeddings.
+
+ID2 (arXiv 2501.02376): resize to 256x256 (no crop), scale pixels to [-1, 1],
+take the VAE encoder's latent *mean* (repeatable, unlike ``.sample()``),
+flatten, multiply by the learned W, L2-normalise. Batched; on CUDA the batch
+runs on the GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from indexer.model_bundle import ModelBundle
+from indexer.vae import INPUT_SIZE
+
+
+def preprocess(images: Sequence[Image.Image]) -> torch.Tensor:
+    """RGB images -> float tensor (N, 3, 256, 256) in [-1, 1]."""
+    arrays = [
+        np.asarray(im.convert("RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC),
+                   dtype=np.float32)
+        for im in images
+    ]
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return batch / 127.5 - 1.0
+
+
+class Embedder:
+    def __init__(self, bundle: ModelBundle, batch_size: int = 16):
+        self.bundle = bundle
+        self.batch_size = batch_size
+
+    @property
+    def dim(self) -> int:
+        return self.bundle.dim
+
+    @torch.inference_mode()
+    def latents(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Flattened VAE latent means (N, latent_dim) on the bundle's device."""
+        x = preprocess(images).to(self.bundle.device)
+        with self.bundle.lock:
+            mean = self.bundle.vae.encode(x).latent_dist.mean
+        return mean.flatten(1).float()
+
+    @torch.inference_mode()
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """L2-normalised embeddings (N, dim), float32, in input order."""
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            latents = self.latents(images[start:start + self.batch_size])
+            out.append(self.bundle.transform(latents).cpu().numpy())
+        return np.concatenate(out).astype(np.float32, copy=False)

@@ -1,0 +1,94 @@
+"""The models, loaded once per process and shared.
+
+A ``ModelBundle`` holds the VAE (used by the embedder and by the detectors)
+and the ID2 transform, on one torch device. The server, the ingest pipeline
+and the detectors all receive the same bundle instead of loading their own,
+so a GPU process holds one copy of the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+
+from indexer.config import Settings
+from indexer.transform import LinearTransform, vae_fingerprint
+from indexer.vae import load_vae
+
+log = logging.getLogger(__name__)
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; an explicit CUDA request without CUDA is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {requested!r} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {requested!r} requested but only "
+                               f"{torch.cuda.device_count()} CUDA device(s) exist")
+    return device
+
+
+@dataclass
+class ModelBundle:
+    vae: AutoencoderKL
+    transform: LinearTransform
+    device: torch.device
+    version: str
+    #: Serialises use of the models: CPU torch already uses every core per call,
+    #: and one GPU stream gains nothing from interleaved small batches.
+    lock: threading.Lock
+
+    @property
+    def dim(self) -> int:
+        return self.transform.config.rank
+
+    @property
+    def match_threshold(self) -> float:
+        return float(self.transform.config.match_threshold)
+
+    @classmethod
+    def load(cls, settings: Settings) -> ModelBundle:
+        device = select_device(settings.device)
+        vae_source = settings.vae or str(settings.model_dir / "vae")
+        transform_path = Path(settings.transform or settings.model_dir / "transform.safetensors")
+        vae = load_vae(vae_source).eval()
+        transform = LinearTransform.load(transform_path)
+        fingerprint = vae_fingerprint(vae)
+        expected = transform.config.vae_fingerprint
+        if expected and expected != fingerprint:
+            raise ValueError(
+                f"transform {transform_path} was trained on VAE {transform.config.vae_source!r} "
+                f"(fingerprint {expected}), but the loaded VAE {vae_source!r} has fingerprint "
+                f"{fingerprint}; pass the matching --vae / --transform pair")
+        latent_dim = _latent_dim(vae)
+        if latent_dim != transform.config.latent_dim:
+            raise ValueError(f"VAE latent has {latent_dim} values at 256x256, "
+                             f"transform expects {transform.config.latent_dim}")
+        version = "id2-" + hashlib.sha256(
+            (fingerprint + _file_sha256(transform_path)).encode()).hexdigest()[:12]
+        vae.requires_grad_(False)
+        transform.requires_grad_(False)
+        log.info("models loaded: VAE %s, transform %s (rank %d), device %s, version %s",
+                 vae_source, transform_path, transform.config.rank, device, version)
+        return cls(vae=vae.to(device), transform=transform.to(device), device=device,
+                   version=version, lock=threading.Lock())
+
+
+def _latent_dim(vae: AutoencoderKL) -> int:
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    side = 256 // factor
+    return int(vae.config.latent_channels) * side * side
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

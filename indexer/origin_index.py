@@ -1,0 +1,196 @@
+"""``OriginIndex``: the one object the server and the command line talk to.
+
+It owns the wiring of the data flow: the model bundle (loaded once), the
+store (PostgreSQL, embedded or external, migrated on open), the FAISS index
+(loaded from its checkpoint or rebuilt from the store) and the ingest
+pipeline. Query results are always re-read from the store, so a reference
+deleted a moment ago, by this process or another, is never returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexer.config import Settings
+from indexer.decode import DecodedImage, decode_image
+from indexer.embedder import Embedder
+from indexer.errors import InvalidRequest, NotFound
+from indexer.model_bundle import ModelBundle
+from indexer.pipeline import IngestPipeline
+from indexer.store import Reference
+from indexer.store.embedded import EmbeddedPostgres
+from indexer.store.migrate import upgrade
+from indexer.store.postgres import PostgresStore
+from indexer.vector_index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    reference: Reference
+    score: float
+
+
+@dataclass(frozen=True)
+class Identification:
+    query: DecodedImage
+    candidates: list[Candidate]
+    match: bool
+    match_threshold: float
+
+
+def open_store(settings: Settings) -> tuple[PostgresStore, EmbeddedPostgres | None]:
+    """Connect to ``DATABASE_URL`` or start the embedded cluster; migrate to head."""
+    embedded = None
+    url = settings.database_url
+    if not url:
+        embedded = EmbeddedPostgres(Path(settings.data_dir) / "postgres")
+        url = embedded.start()
+    store = PostgresStore.from_url(url)
+    try:
+        upgrade(store.engine)
+    except Exception:
+        store.close()
+        if embedded:
+            embedded.stop()
+        raise
+    return store, embedded
+
+
+class OriginIndex:
+    def __init__(self, settings: Settings, bundle: ModelBundle, store: PostgresStore,
+                 index: VectorIndex, embedded: EmbeddedPostgres | None = None):
+        self.settings = settings
+        self.bundle = bundle
+        self.store = store
+        self.index = index
+        self.embedded = embedded
+        self.embedder = Embedder(bundle, settings.batch_size)
+        self.pipeline = IngestPipeline(self, batch_size=settings.batch_size)
+        self.load_report = ""
+        self._stop = threading.Event()
+        self._maintenance: threading.Thread | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, bundle: ModelBundle | None = None) -> OriginIndex:
+        bundle = bundle or ModelBundle.load(settings)
+        store, embedded = open_store(settings)
+        index = VectorIndex(bundle.dim, use_gpu=settings.faiss_gpu,
+                            gpu_device=(bundle.device.index or 0) if bundle.device.type == "cuda" else 0)
+        origin = cls(settings, bundle, store, index, embedded)
+        origin.load_report = index.load_or_rebuild(origin.index_path, store, bundle.version)
+        return origin
+
+    @property
+    def index_path(self) -> Path:
+        return Path(self.settings.data_dir) / "index" / f"{self.bundle.version}.faiss"
+
+    @property
+    def match_threshold(self) -> float:
+        override = self.settings.match_threshold
+        return self.bundle.match_threshold if math.isnan(override) else override
+
+    # -- queries ------------------------------------------------------------------
+
+    def decode(self, data: bytes) -> DecodedImage:
+        return decode_image(data, max_pixels=self.settings.max_pixels, max_side=self.settings.max_side)
+
+    def identify(self, data: bytes, top_k: int = 0, collection: str = "") -> Identification:
+        top_k = top_k or self.settings.default_top_k
+        if not 1 <= top_k <= self.settings.max_top_k:
+            raise InvalidRequest(f"top_k must be between 1 and {self.settings.max_top_k}, got {top_k}")
+        query = self.decode(data)
+        vector = self.embedder.embed([query.image])
+        candidates = self.search(vector, top_k, collection)
+        threshold = self.match_threshold
+        match = bool(candidates) and candidates[0].score >= threshold
+        return Identification(query, candidates, match, threshold)
+
+    def search(self, vector, top_k: int, collection: str = "") -> list[Candidate]:
+        """Best references for one query vector, re-read from the store, one per reference."""
+        total = len(self.index)
+        fetch = min(total, top_k * 4)
+        while True:
+            scores, ids = self.index.search(vector, fetch)
+            live = self.store.resolve_embeddings([int(i) for i in ids[0] if i >= 0], collection)
+            best: dict[int, Candidate] = {}
+            for score, eid in zip(scores[0].tolist(), ids[0].tolist()):
+                ref = live.get(eid)
+                if ref is not None and ref.id not in best:
+                    best[ref.id] = Candidate(ref, float(score))
+            # Collection filters and deleted rows can leave fewer than top_k: widen the search.
+            if len(best) >= top_k or fetch >= total:
+                return list(best.values())[:top_k]
+            fetch = min(total, fetch * 4)
+
+    def get(self, reference_id: int) -> Reference:
+        ref = self.store.get(reference_id)
+        if ref is None:
+            raise NotFound(f"no reference with id {reference_id}")
+        return ref
+
+    def get_by_external_id(self, collection: str, external_id: str) -> Reference:
+        if not external_id:
+            raise InvalidRequest("external_id is empty")
+        ref = self.store.get_by_external_id(collection, external_id)
+        if ref is None:
+            raise NotFound(f"no reference with external_id {external_id!r} in collection "
+                           f"{collection or 'default'!r}")
+        return ref
+
+    def delete(self, reference_id: int) -> Reference:
+        deleted = self.store.delete(reference_id)
+        if deleted is None:
+            raise NotFound(f"no reference with id {reference_id}")
+        ref, embedding_ids = deleted
+        self.index.remove(embedding_ids)
+        return ref
+
+    # -- index upkeep ---------------------------------------------------------------
+
+    def save_index(self) -> None:
+        # The checkpoint is read before writing: rows added meanwhile make it
+        # mismatch on the next start, which then rebuilds, the safe side.
+        checkpoint = self.store.checkpoint(self.bundle.version)
+        self.index.save(self.index_path, checkpoint)
+
+    def sync_index(self) -> tuple[int, int]:
+        return self.index.sync(self.store, self.bundle.version)
+
+    def start_maintenance(self) -> None:
+        """Background: pick up other processes' writes, checkpoint the index when changed."""
+        def loop() -> None:
+            last_save = 0.0
+            clock = 0.0
+            step = max(0.2, self.settings.index_sync_interval_s)
+            while not self._stop.wait(step):
+                clock += step
+                try:
+                    self.sync_index()
+                    if self.index.dirty and clock - last_save >= self.settings.index_save_interval_s:
+                        self.save_index()
+                        last_save = clock
+                except Exception:  # noqa: BLE001 - keep maintaining; the next round retries
+                    log.exception("index maintenance failed")
+
+        self._maintenance = threading.Thread(target=loop, name="index-maintenance", daemon=True)
+        self._maintenance.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._maintenance:
+            self._maintenance.join(timeout=10)
+        self.pipeline.close()
+        try:
+            if self.index.dirty:
+                self.save_index()
+        finally:
+            self.index.close()
+            self.store.close()
+            if self.embedded:
+                self.embedded.stop()

@@ -1,0 +1,98 @@
+"""The reference store: PostgreSQL is the source of truth.
+
+``ReferenceStore`` is the interface the rest of the code uses; ``PostgresStore``
+implements it with SQLAlchemy 2 + psycopg 3 on the schema that the Alembic
+migrations in ``migrations/`` own. The vector index is only a cache of the
+``embeddings`` table and is rebuilt from it whenever it is missing or stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import numpy as np
+
+DEFAULT_COLLECTION = "default"
+
+
+@dataclass(frozen=True)
+class Reference:
+    id: int
+    collection: str
+    external_id: str
+    source_uri: str
+    sha256: str
+    width: int
+    height: int
+    labels: dict[str, str]
+    created_at: datetime
+    model_version: str = ""
+
+
+@dataclass
+class NewReference:
+    """A decoded, embedded image ready to be written."""
+
+    collection: str
+    sha256: str
+    width: int
+    height: int
+    vectors: np.ndarray  # (n_regions, dim) float32; row 0 is the whole image
+    external_id: str = ""
+    source_uri: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    reference: Reference | None
+    created: bool
+    #: (embedding id, region) of the vector rows this call wrote, to add to the index.
+    embeddings: tuple[tuple[int, int], ...] = ()
+    #: Set when the item was refused (e.g. its external_id names another image).
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Summary of the stored vectors of one model version, to validate an index file."""
+
+    model_version: str
+    count: int
+    max_id: int
+    id_sum: int
+
+
+class ReferenceStore(Protocol):
+    def write(self, items: Sequence[NewReference], model_version: str) -> list[WriteResult]:
+        """Insert references and their vectors; one result per item, in order.
+        Each item is atomic: either the reference and all its vectors are stored or nothing."""
+
+    def find_by_sha256(self, collection: str, digests: Sequence[str], model_version: str) -> dict[str, Reference]:
+        """The references of these digests in the collection that have a vector of this model."""
+
+    def get(self, reference_id: int) -> Reference | None: ...
+
+    def get_by_external_id(self, collection: str, external_id: str) -> Reference | None: ...
+
+    def delete(self, reference_id: int) -> tuple[Reference, list[int]] | None:
+        """Delete a reference and its vectors; returns it and the embedding ids removed."""
+
+    def resolve_embeddings(self, embedding_ids: Sequence[int], collection: str = "") -> dict[int, Reference]:
+        """Current references behind embedding ids (deleted ones are absent)."""
+
+    def iter_embeddings(self, model_version: str, after_id: int = 0,
+                        batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids int64, vectors float32) in id order, for building the index."""
+
+    def checkpoint(self, model_version: str) -> Checkpoint: ...
+
+    def embedding_ids(self, model_version: str) -> np.ndarray: ...
+
+    def stats(self) -> dict[str, int]:
+        """Reference count per collection."""
+
+    def close(self) -> None: ...

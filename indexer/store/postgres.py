@@ -1,0 +1,227 @@
+"""``ReferenceStore`` on PostgreSQL (SQLAlchemy 2 Core + psycopg 3)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import Engine, and_, create_engine, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+
+from indexer.store import (
+    DEFAULT_COLLECTION,
+    Checkpoint,
+    NewReference,
+    Reference,
+    WriteResult,
+)
+from indexer.store.schema import collections, embeddings, references
+
+log = logging.getLogger(__name__)
+
+
+def normalise_url(url: str) -> str:
+    """Accept plain ``postgresql://`` URLs and use the psycopg 3 driver for them."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    return create_engine(normalise_url(url), pool_pre_ping=True, pool_size=8, max_overflow=8)
+
+
+_REFERENCE_COLUMNS = (
+    references.c.id, collections.c.name, references.c.external_id, references.c.source_uri,
+    references.c.sha256, references.c.width, references.c.height, references.c.labels,
+    references.c.created_at,
+)
+
+
+def _reference(row, model_version: str = "") -> Reference:
+    return Reference(
+        id=row.id, collection=row.name, external_id=row.external_id, source_uri=row.source_uri,
+        sha256=row.sha256, width=row.width, height=row.height, labels=dict(row.labels or {}),
+        created_at=row.created_at, model_version=model_version)
+
+
+def _select_references():
+    return select(*_REFERENCE_COLUMNS).select_from(
+        references.join(collections, references.c.collection_id == collections.c.id))
+
+
+class PostgresStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._collection_ids: dict[str, int] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        return cls(make_engine(url))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes -------------------------------------------------------------------
+
+    def _collection_ids_for(self, conn, names: set[str]) -> dict[str, int]:
+        missing = sorted(names - self._collection_ids.keys())
+        if missing:
+            conn.execute(pg_insert(collections).on_conflict_do_nothing(index_elements=["name"]),
+                         [{"name": n} for n in missing])
+        ids = {n: self._collection_ids[n] for n in names if n in self._collection_ids}
+        if missing:
+            rows = conn.execute(select(collections.c.name, collections.c.id).where(collections.c.name.in_(missing)))
+            ids.update({name: cid for name, cid in rows})
+        return ids
+
+    def write(self, items: Sequence[NewReference], model_version: str) -> list[WriteResult]:
+        results: list[WriteResult] = []
+        with self.engine.begin() as conn:
+            cids = self._collection_ids_for(conn, {i.collection or DEFAULT_COLLECTION for i in items})
+            for item in items:
+                # A savepoint per item: a refused item rolls back alone, the batch commits.
+                savepoint = conn.begin_nested()
+                try:
+                    results.append(self._write_one(conn, item, cids[item.collection or DEFAULT_COLLECTION],
+                                                   model_version))
+                    savepoint.commit()
+                except IntegrityError as exc:
+                    savepoint.rollback()
+                    results.append(WriteResult(None, False, error=_conflict_message(item, exc)))
+        self._collection_ids.update(cids)  # only ids of committed rows are cached
+        return results
+
+    def _write_one(self, conn, item: NewReference, cid: int, model_version: str) -> WriteResult:
+        new_id = conn.execute(
+            pg_insert(references).values(
+                collection_id=cid, external_id=item.external_id, source_uri=item.source_uri,
+                sha256=item.sha256, width=item.width, height=item.height, labels=item.labels,
+            ).on_conflict_do_nothing(index_elements=["collection_id", "sha256"]).returning(references.c.id)
+        ).scalar_one_or_none()
+        created = new_id is not None
+        if created:
+            ref_id = new_id
+        else:
+            ref_id = conn.execute(select(references.c.id).where(
+                references.c.collection_id == cid, references.c.sha256 == item.sha256)).scalar_one()
+        # Vectors of this model not yet stored (all of them for a new reference;
+        # none for a re-add; all again after a model change).
+        have = set(conn.execute(select(embeddings.c.region).where(
+            embeddings.c.reference_id == ref_id, embeddings.c.model_version == model_version)).scalars())
+        rows = [
+            {"reference_id": ref_id, "model_version": model_version, "region": region,
+             "dim": int(vec.shape[0]), "vector": np.ascontiguousarray(vec, dtype="<f4").tobytes()}
+            for region, vec in enumerate(item.vectors) if region not in have
+        ]
+        written: tuple[tuple[int, int], ...] = ()
+        if rows:
+            # DO NOTHING: a concurrent writer of the same image may have stored the vector first.
+            written = tuple(conn.execute(
+                pg_insert(embeddings).on_conflict_do_nothing(
+                    index_elements=["reference_id", "model_version", "region"])
+                .returning(embeddings.c.id, embeddings.c.region), rows).tuples())
+        row = conn.execute(_select_references().where(references.c.id == ref_id)).one()
+        return WriteResult(_reference(row, model_version), created, written)
+
+    def delete(self, reference_id: int) -> tuple[Reference, list[int]] | None:
+        with self.engine.begin() as conn:
+            row = conn.execute(_select_references().where(references.c.id == reference_id)
+                               .with_for_update(of=references)).one_or_none()
+            if row is None:
+                return None
+            ids = list(conn.execute(delete(embeddings).where(embeddings.c.reference_id == reference_id)
+                                    .returning(embeddings.c.id)).scalars())
+            conn.execute(delete(references).where(references.c.id == reference_id))
+        return _reference(row), ids
+
+    # -- reads --------------------------------------------------------------------
+
+    def find_by_sha256(self, collection: str, digests: Sequence[str], model_version: str) -> dict[str, Reference]:
+        if not digests:
+            return {}
+        query = (
+            _select_references()
+            .where(collections.c.name == (collection or DEFAULT_COLLECTION),
+                   references.c.sha256.in_(list(digests)),
+                   select(embeddings.c.id).where(and_(embeddings.c.reference_id == references.c.id,
+                                                      embeddings.c.model_version == model_version)).exists())
+        )
+        with self.engine.connect() as conn:
+            return {row.sha256: _reference(row, model_version) for row in conn.execute(query)}
+
+    def get(self, reference_id: int) -> Reference | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(_select_references().where(references.c.id == reference_id)).one_or_none()
+        return None if row is None else _reference(row)
+
+    def get_by_external_id(self, collection: str, external_id: str) -> Reference | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(_select_references().where(
+                collections.c.name == (collection or DEFAULT_COLLECTION),
+                references.c.external_id == external_id)).one_or_none()
+        return None if row is None else _reference(row)
+
+    def resolve_embeddings(self, embedding_ids: Sequence[int], collection: str = "") -> dict[int, Reference]:
+        if not embedding_ids:
+            return {}
+        query = (
+            select(embeddings.c.id.label("embedding_id"), embeddings.c.model_version, *_REFERENCE_COLUMNS)
+            .select_from(embeddings.join(references, embeddings.c.reference_id == references.c.id)
+                         .join(collections, references.c.collection_id == collections.c.id))
+            .where(embeddings.c.id.in_([int(i) for i in embedding_ids]))
+        )
+        if collection:
+            query = query.where(collections.c.name == collection)
+        with self.engine.connect() as conn:
+            return {row.embedding_id: _reference(row, row.model_version) for row in conn.execute(query)}
+
+    def iter_embeddings(self, model_version: str, after_id: int = 0,
+                        batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        last = after_id
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(embeddings.c.id, embeddings.c.vector)
+                    .where(embeddings.c.model_version == model_version, embeddings.c.id > last)
+                    .order_by(embeddings.c.id).limit(batch)).all()
+            if not rows:
+                return
+            ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.stack([np.frombuffer(r.vector, dtype="<f4") for r in rows]).astype(np.float32)
+            yield ids, vectors
+            last = int(ids[-1])
+
+    def checkpoint(self, model_version: str) -> Checkpoint:
+        with self.engine.connect() as conn:
+            count, max_id, id_sum = conn.execute(
+                select(func.count(), func.coalesce(func.max(embeddings.c.id), 0),
+                       func.coalesce(func.sum(embeddings.c.id), 0))
+                .where(embeddings.c.model_version == model_version)).one()
+        return Checkpoint(model_version, int(count), int(max_id), int(id_sum))
+
+    def embedding_ids(self, model_version: str) -> np.ndarray:
+        with self.engine.connect() as conn:
+            ids = conn.execute(select(embeddings.c.id).where(
+                embeddings.c.model_version == model_version)).scalars().all()
+        return np.asarray(ids, dtype=np.int64)
+
+    def stats(self) -> dict[str, int]:
+        query = (select(collections.c.name, func.count(references.c.id))
+                 .select_from(collections.outerjoin(references, references.c.collection_id == collections.c.id))
+                 .group_by(collections.c.name).order_by(collections.c.name))
+        with self.engine.connect() as conn:
+            return {name: int(n) for name, n in conn.execute(query)}
+
+
+def _conflict_message(item: NewReference, exc: IntegrityError) -> str:
+    text = str(exc.orig)
+    if "uq_reference_collection_external_id" in text:
+        return (f"external_id {item.external_id!r} already names a different image in collection "
+                f"{item.collection or DEFAULT_COLLECTION!r}")
+    log.warning("integrity error writing %s: %s", item.sha256, text)
+    return f"conflicting write: {text.splitlines()[0]}"

@@ -1,0 +1,168 @@
+"""Images the project may train and develop on, and procedural ones.
+
+Sources, in the order they are listed:
+
+* scikit-image's bundled sample images (no download needed);
+* scikit-learn's two sample images, when scikit-learn is installed;
+* Debian wallpaper packages unpacked by ``python -m training.fetch_data``
+  under ``DATA_DIR/debian`` (gnome-, mate-, sway-backgrounds, desktop-base);
+* ``procedural_image(seed)``: deterministic synthetic scenes (shapes, gradients,
+  textures) for as many extra distinct images as a job needs.
+
+Other image packages on the registries are reserved for independent evaluation
+and are deliberately not listed here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+DEFAULT_DATA_DIR = Path(os.environ.get("ORIGIN_ID_TRAIN_DATA", ".data/train"))
+#: Smallest side an image must have to be worth cropping from.
+MIN_SIDE = 128
+
+
+def skimage_images() -> list[Path]:
+    try:
+        import skimage.data
+    except ImportError:
+        return []
+    folder = Path(skimage.data.__file__).parent
+    paths = []
+    for p in sorted(folder.iterdir()):
+        # Skip text rendered on flat colour and other near-binary test patterns.
+        if p.suffix.lower() in IMAGE_SUFFIXES and "chessboard" not in p.name:
+            paths.append(p)
+    return paths
+
+
+def sklearn_images() -> list[np.ndarray]:
+    try:
+        from sklearn.datasets import load_sample_images
+    except ImportError:
+        return []
+    return list(load_sample_images().images)
+
+
+def debian_images(data_dir: Path = DEFAULT_DATA_DIR) -> list[Path]:
+    root = data_dir / "debian"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def load_rgb(path: Path, max_side: int | None = None) -> Image.Image | None:
+    """Open an image as RGB, optionally downscaled; None if unusable."""
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (max_side, max_side) if max_side else im.size)
+            im = im.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    if min(im.size) < MIN_SIDE:
+        return None
+    if max_side and max(im.size) > max_side:
+        im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return im
+
+
+def allowed_photos(data_dir: Path = DEFAULT_DATA_DIR, max_side: int | None = 1024) -> list[Image.Image]:
+    """Every allowed real image, decoded to RGB (procedural ones excluded)."""
+    images = []
+    for path in [*skimage_images(), *debian_images(data_dir)]:
+        im = load_rgb(path, max_side)
+        if im is not None and not is_flat(im):
+            images.append(im)
+    for arr in sklearn_images():
+        im = Image.fromarray(arr).convert("RGB")
+        if max_side:
+            im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        images.append(im)
+    return dedupe(images)
+
+
+def dedupe(images: list[Image.Image], max_corr: float = 0.9) -> list[Image.Image]:
+    """Drop near-duplicates (the same wallpaper at several sizes, light/dark twins)."""
+    kept, signatures = [], []
+    for im in images:
+        sig = np.asarray(im.convert("L").resize((24, 24), Image.Resampling.BILINEAR), np.float32).ravel()
+        sig = (sig - sig.mean()) / (sig.std() + 1e-6)
+        if all(float(sig @ other) / sig.size < max_corr for other in signatures):
+            kept.append(im)
+            signatures.append(sig)
+    return kept
+
+
+def is_flat(im: Image.Image, min_std: float = 20.0) -> bool:
+    """Near-uniform images (logos on flat colour, blank sky) carry no identity."""
+    small = np.asarray(im.convert("L").resize((64, 64)), dtype=np.float32)
+    # Local detail matters, not a global gradient: compare with a blurred copy too.
+    detail = np.abs(np.diff(small, axis=0)).mean() + np.abs(np.diff(small, axis=1)).mean()
+    return float(small.std()) < min_std or detail < 2.0
+
+
+def procedural_image(seed: int, size: int = 384) -> Image.Image:
+    """A deterministic synthetic scene: gradient sky, textured ground, shapes."""
+    rng = np.random.default_rng(seed)
+    h = w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / size
+    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    angle = rng.uniform(0, 2 * np.pi)
+    t = (np.cos(angle) * xx + np.sin(angle) * yy)
+    t = (t - t.min()) / (np.ptp(t) + 1e-6)
+    base = c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]
+    # Band-limited noise texture: a few random sinusoids.
+    tex = np.zeros((h, w), np.float32)
+    for _ in range(int(rng.integers(2, 6))):
+        fx, fy = rng.uniform(1, 24, 2)
+        tex += np.sin(2 * np.pi * (fx * xx + fy * yy) + rng.uniform(0, 2 * np.pi))
+    base += tex[..., None] * rng.uniform(4, 20)
+    im = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    for _ in range(int(rng.integers(3, 12))):
+        x0, y0 = rng.integers(-size // 4, size, 2)
+        sx, sy = rng.integers(size // 16, size // 2, 2)
+        box = [int(x0), int(y0), int(x0 + sx), int(y0 + sy)]
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        kind = rng.integers(0, 4)
+        if kind == 0:
+            draw.ellipse(box, fill=colour)
+        elif kind == 1:
+            draw.rectangle(box, fill=colour)
+        elif kind == 2:
+            pts = [tuple(int(v) for v in rng.integers(0, size, 2)) for _ in range(int(rng.integers(3, 7)))]
+            draw.polygon(pts, fill=colour)
+        else:
+            draw.line([tuple(int(v) for v in rng.integers(0, size, 2)) for _ in range(3)],
+                      fill=colour, width=int(rng.integers(2, 12)))
+    if rng.random() < 0.5:
+        im = im.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.5))))
+    return im
+
+
+def random_crop(im: Image.Image, rng: np.random.Generator, out: int,
+                min_frac: float = 0.25, max_frac: float = 1.0) -> Image.Image:
+    """A random square-ish crop covering min_frac..max_frac of the short side, resized to out."""
+    w, h = im.size
+    side = int(min(w, h) * rng.uniform(min_frac, max_frac))
+    side = max(side, min(32, w, h))
+    aspect = rng.uniform(0.8, 1.25)
+    cw = min(w, int(side * aspect))
+    ch = min(h, side)
+    x = int(rng.integers(0, w - cw + 1))
+    y = int(rng.integers(0, h - ch + 1))
+    return im.crop((x, y, x + cw, y + ch)).resize((out, out), Image.Resampling.BICUBIC)
+
+
+def iter_tiles(im: Image.Image, grid: int) -> Iterator[Image.Image]:
+    """Non-overlapping grid x grid tiles of an image (hard negatives of each other)."""
+    w, h = im.size
+    for gy in range(grid):
+        for gx in range(grid):
+            yield im.crop((gx * w // grid, gy * h // grid, (gx + 1) * w // grid, (gy + 1) * h // grid))
