@@ -175,7 +175,7 @@ class OriginIndex:
                     if self.index.dirty and clock - last_save >= self.settings.index_save_interval_s:
                         self.save_index()
                         last_save = clock
-                except Exception:  # noqa: BLE001 - keep maintaining; the next round retries
+                except Exception:
                     log.exception("index maintenance failed")
 
         self._maintenance = threading.Thread(target=loop, name="index-maintenance", daemon=True)

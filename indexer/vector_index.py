@@ -44,7 +44,7 @@ def gpu_available() -> bool:
         import torch
 
         return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0 and torch.cuda.is_available()
-    except Exception:  # noqa: BLE001 - any failure to probe means "no GPU"
+    except Exception:
         return False
 
 
@@ -176,7 +176,7 @@ class VectorIndex:
                     n = len(q)
                     future.set_result((scores[row:row + n, :k], ids[row:row + n, :k]))
                     row += n
-            except Exception as exc:  # noqa: BLE001 - hand every waiter the failure
+            except Exception as exc:
                 for _, _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
@@ -257,11 +257,13 @@ class VectorIndex:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
             return f"index file unreadable ({exc})"
+        if not isinstance(index, faiss.IndexIDMap2):
+            return f"index file holds a {type(index).__name__}, not an IndexIDMap2"
         if index.ntotal != expected.count or index.d != self.dim:
             return "index file content does not match its checkpoint"
-        ids = faiss.vector_to_array(faiss.downcast_index(index).id_map)
+        ids = faiss.vector_to_array(index.id_map)
         with self._lock:
-            self._master = faiss.downcast_index(index)
+            self._master = index
             self._ids = set(ids.tolist())
             self._gpu_index = None
             self.dirty = False

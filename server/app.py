@@ -75,7 +75,7 @@ class OriginServer:
             self._set_health(health_pb2.HealthCheckResponse.SERVING)
             log.info("SERVING on port %d (model %s, %s)", self.port, origin.bundle.version,
                      origin.index.description)
-        except BaseException as exc:  # noqa: BLE001 - reported via load_error and the log
+        except BaseException as exc:
             self.load_error = exc
             log.exception("failed to load the index; the server stays NOT_SERVING")
         finally:

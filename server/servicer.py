@@ -101,7 +101,7 @@ class OriginServicer(pb_grpc.OriginServiceServicer):
                     inbox.put(request)
             except grpc.RpcError:
                 pass  # client went away; the handler sees the cancelled context
-            except Exception as exc:  # noqa: BLE001 - surfaced to the handler below
+            except Exception as exc:
                 inbox.put(exc)
             inbox.put(done)
 

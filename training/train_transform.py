@@ -28,13 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 from indexer.embedder import preprocess
 from indexer.transform import LinearTransform, TransformConfig, vae_fingerprint
 from indexer.vae import load_vae
-from PIL import Image
-
 from training.data import allowed_photos, is_flat, iter_tiles, procedural_image
 from training.edits import random_seen_edit
 
@@ -121,7 +120,7 @@ def calibrate(embed, gallery: np.ndarray, positives: np.ndarray, negatives: np.n
     return {"threshold": threshold, "target_precision": target_precision,
             "top1": float(correct.mean()), "recall_at_threshold": float((declared & is_true_match).sum()
                                                                          / max(1, is_true_match.sum())),
-            "decision_accuracy": decision_acc, "positives": int(len(pos_q)), "negatives": int(len(neg_q))}
+            "decision_accuracy": decision_acc, "positives": len(pos_q), "negatives": len(neg_q)}
 
 
 def main(argv: list[str] | None = None) -> None:

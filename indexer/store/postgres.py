@@ -121,10 +121,10 @@ class PostgresStore:
         written: tuple[tuple[int, int], ...] = ()
         if rows:
             # DO NOTHING: a concurrent writer of the same image may have stored the vector first.
-            written = tuple(conn.execute(
+            written = tuple((eid, region) for eid, region in conn.execute(
                 pg_insert(embeddings).on_conflict_do_nothing(
                     index_elements=["reference_id", "model_version", "region"])
-                .returning(embeddings.c.id, embeddings.c.region), rows).tuples())
+                .returning(embeddings.c.id, embeddings.c.region), rows))
         row = conn.execute(_select_references().where(references.c.id == ref_id)).one()
         return WriteResult(_reference(row, model_version), created, written)
 

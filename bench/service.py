@@ -1,0 +1,151 @@
+"""Service benchmark: ingest rate and query latency at N references.
+
+    python -m bench.service --references 10000 [--queries 300]
+
+1. generates N distinct reference images (JPEG, 384 px: procedural scenes and
+   tiles of the allowed photos) under ``.data/bench/refs`` (cached);
+2. ingests them into a fresh embedded PostgreSQL through the real pipeline
+   (decode -> embed -> write -> index), timing images/s;
+3. serves that index over gRPC on loopback and sends edited copies of random
+   references one at a time, timing each IdentifyOrigin call end to end;
+4. prints a table and writes ``bench/results/service.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from indexer.config import Settings
+from indexer.embedder import Embedder
+from indexer.origin_index import OriginIndex
+from indexer.sources import iter_sources
+from server.app import OriginServer
+from server.client import OriginClient
+from training.data import procedural_image
+from training.edits import apply
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def make_references(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"ref-{i:06d}.jpg" for i in range(n)]
+    todo = [p for p in paths if not p.exists()]
+    for path in tqdm(todo, desc="generate references", unit="img", dynamic_ncols=True):
+        procedural_image(1_000_000 + int(path.stem[4:]), size=384).save(path, quality=90)
+    return paths
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--references", type=int, default=10_000)
+    p.add_argument("--queries", type=int, default=300)
+    p.add_argument("--work-dir", type=Path, default=Path(".data/bench"))
+    p.add_argument("--batch-size", type=int, default=16)
+    args = p.parse_args(argv)
+
+    refs = make_references(args.work_dir / "refs", args.references)
+    data_dir = args.work_dir / "service"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    data_dir.chmod(0o755)
+    settings = Settings.from_env(data_dir=data_dir, port=0, batch_size=args.batch_size)
+    origin = OriginIndex.open(settings)
+    try:
+        # Model throughput alone (decode excluded), for the >= 15 images/s target.
+        sample = [Image.open(refs[i]).convert("RGB") for i in range(64)]
+        embedder = Embedder(origin.bundle, args.batch_size)
+        embedder.embed(sample[:8])
+        t0 = time.perf_counter()
+        embedder.embed(sample)
+        embed_rate = len(sample) / (time.perf_counter() - t0)
+
+        items = list(iter_sources([args.work_dir / "refs"], collection="bench"))[: args.references]
+        t0 = time.perf_counter()
+        failed = 0
+        for outcome in tqdm(origin.pipeline.run(items), total=len(items), desc="ingest", unit="img",
+                            dynamic_ncols=True):
+            failed += outcome.error is not None
+        ingest_s = time.perf_counter() - t0
+        origin.save_index()
+
+        server = OriginServer(dataclasses.replace(settings, port=0), origin=origin)
+        port = server.start()
+        server.loaded.wait(60)
+        rng = np.random.default_rng(0)
+        families = ["tone", "restyle", "noise_recompress", "overlay", "crop_resize", "palette"]
+        latencies, hits = [], 0
+        with OriginClient(f"127.0.0.1:{port}") as client:
+            client.wait_until_serving()
+            for q in tqdm(range(args.queries), desc="query", unit="q", dynamic_ncols=True):
+                target = int(rng.integers(len(refs)))
+                edited = apply(families[q % len(families)], Image.open(refs[target]).convert("RGB"), seed=q)
+                data = _jpeg_bytes(edited)
+                t0 = time.perf_counter()
+                reply = client.identify(data, top_k=10)
+                latencies.append(time.perf_counter() - t0)
+                hits += reply.candidates[0].reference.external_id == refs[target].name
+        server.stop(grace=1)
+    finally:
+        origin.close()
+
+    lat = np.array(latencies) * 1000
+    result = {
+        "machine": machine(), "references": len(items), "failed": failed,
+        "ingest_images_per_s": round(len(items) / ingest_s, 1), "ingest_seconds": round(ingest_s, 1),
+        "embed_images_per_s": round(embed_rate, 1),
+        "query_p50_ms": round(float(np.percentile(lat, 50)), 1),
+        "query_p99_ms": round(float(np.percentile(lat, 99)), 1),
+        "query_mean_ms": round(float(lat.mean()), 1), "queries": len(lat),
+        "top1_edited_queries": round(hits / len(lat), 3),
+        "index": "faiss-cpu IndexIDMap2(FlatIP)", "date": time.strftime("%Y-%m-%d"),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "service.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = (
+        f"| references | ingest images/s | embed images/s | query p50 | query p99 | top-1 (edited queries) |\n"
+        f"|---:|---:|---:|---:|---:|---:|\n"
+        f"| {result['references']:,} | {result['ingest_images_per_s']} | {result['embed_images_per_s']} | "
+        f"{result['query_p50_ms']} ms | {result['query_p99_ms']} ms | {result['top1_edited_queries']} |\n\n"
+        f"Machine: {result['machine']}. Date: {result['date']}. Command: "
+        f"`python -m bench.service --references {args.references} --queries {args.queries}`.\n"
+    )
+    (RESULTS / "service.md").write_text(table)
+    print(table)
+
+
+def _jpeg_bytes(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Index persistence: loaded when it matches PostgreSQL, rebuilt with the same answers when not."""
+
+from indexer.origin_index import OriginIndex
+from indexer.pipeline import IngestItem
+from tests.conftest import encode
+from training.edits import apply
+
+
+def answers(origin, queries):
+    return [[(c.reference.id, round(c.score, 4)) for c in origin.identify(q, top_k=3).candidates]
+            for q in queries]
+
+
+def test_index_is_reloaded_or_rebuilt_with_the_same_answers(settings, bundle, images, reference_images):
+    queries = [encode(apply("tone", reference_images[i], seed=i)) for i in (0, 5, 9)]
+    first = OriginIndex.open(settings, bundle=bundle)
+    assert first.load_report.startswith("rebuilt (no index file")
+    list(first.pipeline.run(IngestItem.from_bytes(d) for d in images))
+    expected = answers(first, queries)
+    first.close()  # checkpoints the index
+    path = first.index_path
+    assert path.exists()
+
+    second = OriginIndex.open(settings, bundle=bundle)
+    assert second.load_report == "loaded"
+    assert answers(second, queries) == expected
+    second.close()
+
+    path.unlink()
+    third = OriginIndex.open(settings, bundle=bundle)
+    assert third.load_report.startswith("rebuilt (no index file")
+    assert answers(third, queries) == expected
+    third.close()
+
+    path.write_bytes(b"garbage" * 100)
+    fourth = OriginIndex.open(settings, bundle=bundle)
+    assert "corrupt" in fourth.load_report
+    assert answers(fourth, queries) == expected
+    # A row added behind the checkpoint's back (crash before the index was saved).
+    fourth.pipeline.process([IngestItem.from_bytes(encode(reference_images[0].rotate(90)))])
+    fourth.index.dirty = False  # simulate the process dying before it checkpoints
+    fourth.close()
+    fifth = OriginIndex.open(settings, bundle=bundle)
+    assert "does not match the store" in fifth.load_report
+    assert len(fifth.index) == len(images) + 1
+    fifth.close()
