@@ -69,6 +69,8 @@ def test_killed_ingest_resumes_without_duplicates(image_folder, open_tmp_path):
     assert 0 < created < 48, second.stdout  # some were done by the killed run
     third = run("ingest", str(image_folder), "--data-dir", str(data_dir))
     assert "0 new, 48 already present, 0 failed" in third.stdout
+    # The cluster the killed run left behind was adopted and stopped: none runs now.
+    assert not (data_dir / "postgres" / "cluster" / "postmaster.pid").exists()
     # Query locally: an edited copy finds its origin.
     query = open_tmp_path / "q.jpg"
     apply("tone", Image.open(image_folder / "p007.png").convert("RGB"), seed=1).save(query)

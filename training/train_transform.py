@@ -36,6 +36,7 @@ from indexer.transform import LinearTransform, TransformConfig, vae_fingerprint
 from indexer.vae import load_vae
 from training.data import allowed_photos, is_flat, iter_tiles, procedural_image
 from training.edits import random_seen_edit
+from training.plots import plot_curve
 
 
 def build_origins(n: int, seed: int, size: int = 320, min_tile: int = 160):
@@ -224,27 +225,9 @@ def main(argv: list[str] | None = None) -> None:
                            "final_loss": round(float(np.mean([h[1] for h in history[-50:]])), 4)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     ema.save(args.out)
-    _plot(history, args.run_dir / "loss.png")
+    plot_curve(history, args.run_dir / "loss.png", "CosFace loss", smooth=True)
     print(f"wrote {args.out}")
 
-
-def _plot(history, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps, losses = zip(*history)
-    window = max(1, len(losses) // 100)
-    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps[:len(smooth)], smooth)
-    ax.set_xlabel("step")
-    ax.set_ylabel("CosFace loss")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from indexer.vae import build_small_vae
 from training.data import allowed_photos, procedural_image, random_crop
+from training.plots import plot_curve
 
 
 def to_tensor(images: list[Image.Image]) -> torch.Tensor:
@@ -160,7 +161,7 @@ def main() -> None:
     checkpoint()
 
     psnr = save_sheet(vae, photos, args.run_dir / "reconstructions.png")
-    _plot_loss(history, args.run_dir / "loss.png")
+    plot_curve(history, args.run_dir / "loss.png", "reconstruction loss (EMA)", log_y=True)
     vae.eval()
     args.out.mkdir(parents=True, exist_ok=True)
     vae.save_pretrained(args.out)
@@ -170,25 +171,6 @@ def main() -> None:
          "kl_weight": args.kl_weight, "photos": len(photos), "psnr_256": round(psnr, 2)}, indent=2))
     print(f"step {step}: reconstruction PSNR at 256 px {psnr:.2f} dB -> {args.out}")
 
-
-def _plot_loss(history: list[tuple[int, float]], path: Path) -> None:
-    if not history:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps, values = zip(*history)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, values)
-    ax.set_xlabel("step")
-    ax.set_ylabel("reconstruction loss (EMA)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ random password kept in a 0600 file beside the cluster.
 Several processes may use one data directory (``serve`` and a local
 ``ingest``): the first starts the cluster, later ones find it running and
 join; only the process that started it stops it, and only when no other
-process is still connected.
+process is still connected. If that process died, the next one adopts it.
 """
 
 from __future__ import annotations
@@ -110,6 +110,18 @@ def _check_traversable(path: Path, who: _RunAs) -> None:
                 f"/var/lib or /srv) or set DATABASE_URL")
 
 
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -150,6 +162,16 @@ class EmbeddedPostgres:
         return self.root / "port"
 
     @property
+    def _owner_file(self) -> Path:
+        return self.root / "owner.pid"
+
+    def _owner_pid(self) -> int:
+        try:
+            return int(self._owner_file.read_text())
+        except (OSError, ValueError):
+            return 0
+
+    @property
     def url(self) -> str:
         password = self._password_file.read_text().strip()
         return f"postgresql+psycopg://{DB_USER}:{password}@127.0.0.1:{self.port}/{DB_NAME}"
@@ -172,10 +194,16 @@ class EmbeddedPostgres:
                 self._initdb()
             if self._running():
                 self.port = int(self._port_file.read_text())
-                log.info("joined running embedded PostgreSQL on port %d", self.port)
+                # Adopt a cluster whose starter died (a killed ingest), so someone stops it.
+                self.owned = not _alive(self._owner_pid())
+                if self.owned:
+                    self._owner_file.write_text(str(os.getpid()))
+                log.info("joined running embedded PostgreSQL on port %d%s", self.port,
+                         " (adopted: its starter is gone)" if self.owned else "")
             else:
                 self._start_server()
                 self.owned = True
+                self._owner_file.write_text(str(os.getpid()))
             self._ensure_database()
         return self.url
 
@@ -230,6 +258,7 @@ class EmbeddedPostgres:
             log.info("embedded PostgreSQL left running: other processes are connected")
             return
         self._run("pg_ctl", "stop", "-D", str(self.cluster), "-m", "fast", "-w", check=False)
+        self._owner_file.unlink(missing_ok=True)
         self.owned = False
         log.info("embedded PostgreSQL stopped")
 
