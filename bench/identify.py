@@ -1,0 +1,248 @@
+"""Origin-identification benchmark: the ID2 embedding against PDQ, per edit family.
+
+    python -m bench.identify [--gallery 5000] [--per-family 60] [--no-origin 300]
+
+Gallery: non-overlapping tiles of the allowed photos (tiles of one photo are
+hard negatives of each other) topped up with procedural scenes to ``--gallery``
+images. Queries: for every edit family of ``training.edits`` (seen and unseen
+by training), edited copies of random gallery images; plus queries made from
+images that are *not* in the gallery (their right answer is "no match").
+
+Reported per family and overall, for both methods on exactly the same data:
+top-1 accuracy and mAP (1/rank of the origin); over all queries including the
+no-origin ones, micro-AP and recall at 90% precision of the top-1 scores; the
+accuracy of the service's own ``match`` decision (ID2: calibrated threshold
+shipped with the model; PDQ: Hamming distance <= 31, quality >= 50); and
+images/s of each. Writes ``bench/results/identify.{md,json}`` and a
+precision-recall plot ``identify_pr.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from bench.service import machine
+from indexer.config import Settings
+from indexer.embedder import Embedder
+from indexer.model_bundle import ModelBundle
+from training.data import allowed_photos, is_flat, iter_tiles, procedural_image
+from training.edits import FAMILIES, apply
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PDQ_MATCH_DISTANCE = 31
+PDQ_MIN_QUALITY = 50
+
+
+def build_sets(n_gallery: int, n_outside: int, seed: int, size: int = 320):
+    """(gallery, outside): outside images are disjoint from the gallery (other photos, other seeds)."""
+    rng = np.random.default_rng(seed)
+    groups = []
+    for photo in allowed_photos():
+        grid = max(1, min(4, min(photo.size) // 160))
+        tiles = [t.resize((size, size), Image.Resampling.BICUBIC) for t in iter_tiles(photo, grid) if not is_flat(t)]
+        if tiles:
+            groups.append(tiles)
+    rng.shuffle(groups)
+    # A sixth of the photos (all their tiles) stay outside the gallery.
+    cut = len(groups) // 6
+    outside = [t for g in groups[:cut] for t in g]
+    gallery = [t for g in groups[cut:] for t in g][:n_gallery]
+    gallery += [procedural_image(2_000_000 + i, size=size) for i in range(n_gallery - len(gallery))]
+    outside += [procedural_image(3_000_000 + i, size=size) for i in range(max(0, n_outside - len(outside)))]
+    rng.shuffle(outside)
+    return gallery, outside[:n_outside]
+
+
+def ranks_and_scores(similarity: np.ndarray, truth: np.ndarray):
+    """Rank (1-based) of the true origin per query (0 when no origin) and the top-1 score.
+
+    Ties count against the method (PDQ's distances are coarse and tie often):
+    the origin ranks after every other image with the same score."""
+    top_score = similarity.max(1)
+    ranks = np.zeros(len(truth), int)
+    has = truth >= 0
+    true_scores = similarity[np.flatnonzero(has), truth[has]][:, None]
+    ranks[has] = (similarity[has] > true_scores).sum(1) + (similarity[has] == true_scores).sum(1)
+    return ranks, top_score
+
+
+def micro_ap(scores: np.ndarray, correct: np.ndarray, n_positives: int) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Average precision and recall at 90% precision of top-1 predictions ranked by score."""
+    order = np.argsort(-scores, kind="stable")
+    hits = correct[order].astype(float)
+    tp = np.cumsum(hits)
+    precision = tp / np.arange(1, len(hits) + 1)
+    recall = tp / max(1, n_positives)
+    ap = float((precision * hits).sum() / max(1, n_positives))
+    ok = precision >= 0.9
+    r_at_p90 = float(recall[ok].max()) if ok.any() else 0.0
+    return ap, r_at_p90, precision, recall
+
+
+def pdq_hashes(images) -> tuple[np.ndarray, np.ndarray]:
+    import pdqhash
+
+    bits, quality = [], []
+    for im in images:
+        h, q = pdqhash.compute(np.asarray(im.convert("RGB")))
+        bits.append(h.astype(bool))
+        quality.append(q)
+    return np.packbits(np.array(bits), axis=1), np.array(quality)
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise Hamming distances between packed 256-bit hashes (a: n x 32, b: m x 32)."""
+    table = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1)
+    out = np.empty((len(a), len(b)), np.int32)
+    for i in range(len(a)):
+        out[i] = table[np.bitwise_xor(b, a[i])].sum(1)
+    return out
+
+
+def evaluate(name: str, similarity: np.ndarray, truth: np.ndarray, families: list[str],
+             match: np.ndarray) -> dict:
+    ranks, top_score = ranks_and_scores(similarity, truth)
+    has = truth >= 0
+    correct = ranks == 1
+    per_family = {}
+    for fam in dict.fromkeys(f for f, h in zip(families, has) if h):
+        sel = np.array([f == fam for f in families]) & has
+        per_family[fam] = {"top1": float(correct[sel].mean()), "mAP": float((1.0 / ranks[sel]).mean()),
+                           "n": int(sel.sum())}
+    ap, r90, precision, recall = micro_ap(top_score, correct, int(has.sum()))
+    decision = np.where(has, match & correct, ~match)
+    return {
+        "method": name, "per_family": per_family,
+        "top1": float(correct[has].mean()), "mAP": float((1.0 / ranks[has]).mean()),
+        "micro_ap": ap, "recall_at_p90": r90, "decision_accuracy": float(decision.mean()),
+        "no_origin_false_matches": float(match[~has].mean()),
+        "_curve": (precision, recall),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--gallery", type=int, default=5000)
+    p.add_argument("--per-family", type=int, default=60)
+    p.add_argument("--no-origin", type=int, default=300)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    Settings.add_arguments(p, only=["vae", "transform", "device", "batch_size"])
+    args = p.parse_args(argv)
+    settings = Settings.from_args(args)
+
+    gallery, outside = build_sets(args.gallery, args.no_origin, args.seed)
+    rng = np.random.default_rng(args.seed)
+    queries, truth, families = [], [], []
+    fam_names = list(FAMILIES)
+    for fam in fam_names:
+        for j in rng.choice(len(gallery), args.per_family, replace=False):
+            queries.append(apply(fam, gallery[j], seed=int(rng.integers(1 << 30))))
+            truth.append(int(j))
+            families.append(fam)
+    for k, im in enumerate(outside):
+        fam = fam_names[k % len(fam_names)]
+        queries.append(apply(fam, im, seed=int(rng.integers(1 << 30))))
+        truth.append(-1)
+        families.append("no-origin")
+    truth = np.array(truth)
+    print(f"gallery {len(gallery)}, queries {len(queries)} ({int((truth < 0).sum())} without origin)")
+
+    bundle = ModelBundle.load(settings)
+    embedder = Embedder(bundle, settings.batch_size)
+    t0 = time.perf_counter()
+    g = np.concatenate([embedder.embed(gallery[i:i + 256])
+                        for i in tqdm(range(0, len(gallery), 256), desc="ID2 gallery", unit="x256")])
+    id2_rate = len(gallery) / (time.perf_counter() - t0)
+    q = np.concatenate([embedder.embed(queries[i:i + 256])
+                        for i in tqdm(range(0, len(queries), 256), desc="ID2 queries", unit="x256")])
+    id2_sim = q @ g.T
+    id2 = evaluate("ID2 (this service)", id2_sim, truth, families, id2_sim.max(1) >= bundle.match_threshold)
+
+    t0 = time.perf_counter()
+    gh, gq = pdq_hashes(tqdm(gallery, desc="PDQ gallery", unit="img"))
+    pdq_rate = len(gallery) / (time.perf_counter() - t0)
+    qh, qq = pdq_hashes(queries)
+    dist = hamming(qh, gh)
+    dist[:, gq < PDQ_MIN_QUALITY] = 256  # low-quality hashes are discarded
+    dist[qq < PDQ_MIN_QUALITY] = 256
+    pdq_sim = 1.0 - dist / 256.0
+    pdq = evaluate("PDQ (Hamming <= 31)", pdq_sim, truth, families, dist.min(1) <= PDQ_MATCH_DISTANCE)
+
+    id2["images_per_s"], pdq["images_per_s"] = round(id2_rate, 1), round(pdq_rate, 1)
+    id2["match_threshold"] = bundle.match_threshold
+    report(args, id2, pdq, len(gallery), len(queries), bundle.version)
+
+
+def report(args, id2: dict, pdq: dict, n_gallery: int, n_queries: int, model_version: str) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    fams = list(id2["per_family"])
+    rows = ["| family | kind | seen in training | ID2 top-1 | ID2 mAP | PDQ top-1 | PDQ mAP |",
+            "|---|---|---|---:|---:|---:|---:|"]
+    for fam in fams:
+        f = FAMILIES[fam]
+        a, b = id2["per_family"][fam], pdq["per_family"][fam]
+        rows.append(f"| {fam} | {f.kind} | {'yes' if f.seen else '**no**'} | {a['top1']:.3f} | {a['mAP']:.3f} | "
+                    f"{b['top1']:.3f} | {b['mAP']:.3f} |")
+
+    def group(res, pred):
+        sel = [res["per_family"][f] for f in fams if pred(FAMILIES[f])]
+        return np.mean([s["top1"] for s in sel]), np.mean([s["mAP"] for s in sel])
+
+    for label, pred in [("seen families", lambda f: f.seen), ("unseen families", lambda f: not f.seen),
+                        ("re-rendering families", lambda f: f.kind == "rerender")]:
+        (a1, am), (b1, bm) = group(id2, pred), group(pdq, pred)
+        rows.append(f"| **{label}** | | | {a1:.3f} | {am:.3f} | {b1:.3f} | {bm:.3f} |")
+    rows.append(f"| **all families** | | | {id2['top1']:.3f} | {id2['mAP']:.3f} | {pdq['top1']:.3f} | "
+                f"{pdq['mAP']:.3f} |")
+    summary = ["", "| over all queries (incl. no-origin) | ID2 | PDQ |", "|---|---:|---:|"]
+    for key, label in [("micro_ap", "micro-AP"), ("recall_at_p90", "recall at 90% precision"),
+                       ("decision_accuracy", "match-decision accuracy"),
+                       ("no_origin_false_matches", "no-origin queries declared a match"),
+                       ("images_per_s", "images/s (gallery hashing/embedding)")]:
+        summary.append(f"| {label} | {id2[key]:.3f} | {pdq[key]:.3f} |" if key != "images_per_s"
+                       else f"| {label} | {id2[key]} | {pdq[key]} |")
+    text = "\n".join(rows + summary) + (
+        f"\n\nGallery {n_gallery:,} images, {n_queries:,} queries; ID2 model {model_version}, match threshold "
+        f"{id2['match_threshold']:.3f}. Machine: {machine()}. Date: {time.strftime('%Y-%m-%d')}. Command: "
+        f"`python -m bench.identify --gallery {args.gallery} --per-family {args.per_family} "
+        f"--no-origin {args.no_origin}`.\n")
+    (args.out / "identify.md").write_text(text)
+    clean = {k: v for k, v in id2.items() if not k.startswith("_")}, {k: v for k, v in pdq.items()
+                                                                        if not k.startswith("_")}
+    (args.out / "identify.json").write_text(json.dumps({"id2": clean[0], "pdq": clean[1]}, indent=2) + "\n")
+    _plot_pr(id2, pdq, args.out / "identify_pr.png")
+    print(text)
+
+
+def _plot_pr(id2: dict, pdq: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for res in (id2, pdq):
+        precision, recall = res["_curve"]
+        ax.plot(recall, precision, label=f"{res['method']} (micro-AP {res['micro_ap']:.3f})")
+    ax.axhline(0.9, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("recall (queries with an origin, top-1 correct)")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
