@@ -46,6 +46,19 @@ def iter_sources(paths: list[Path], collection: str = DEFAULT_COLLECTION) -> Ite
             raise InvalidRequest(f"{path}: no such file or folder")
 
 
+def count_sources(paths: list[Path]) -> int:
+    """How many items ``iter_sources`` will yield, without reading any image (for progress bars)."""
+    total = 0
+    for path in paths:
+        if path.is_dir():
+            total += sum(1 for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif path.suffix.lower() in MANIFEST_SUFFIXES:
+            total += sum(1 for _ in _rows(path))
+        else:
+            total += 1
+    return total
+
+
 def iter_manifest(manifest: Path, collection: str = DEFAULT_COLLECTION) -> Iterator[IngestItem]:
     base = manifest.parent
     for line_no, row in _rows(manifest):

@@ -64,12 +64,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- ingest --------------------------------------------------------------------------
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from indexer.sources import iter_sources
+    """Streams the sources (nothing is held per item beyond the batch in flight)."""
+    from collections import deque
+
+    from indexer.sources import count_sources, iter_sources
 
     settings = Settings.from_args(args)
-    items = list(iter_sources([Path(p) for p in args.paths], collection=args.collection))
+    paths = [Path(p) for p in args.paths]
+    total = count_sources(paths)
+    items = iter_sources(paths, collection=args.collection)
     counts = {"created": 0, "present": 0, "failed": 0}
-    bar = tqdm(total=len(items), desc="ingest", unit="img", dynamic_ncols=True)
+    bar = tqdm(total=total, desc="ingest", unit="img", dynamic_ncols=True)
 
     def record(ok: bool, created: bool, what: str, error: str = "") -> None:
         key = "failed" if not ok else ("created" if created else "present")
@@ -83,8 +88,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         from server.api.origin.v1 import origin_pb2 as pb
         from server.client import OriginClient
 
+        in_flight: deque = deque()  # replies come back in request order
+
         def requests():
             for item in items:
+                in_flight.append(item.source_uri)
                 yield pb.AddReferenceRequest(image=item.read(), external_id=item.external_id,
                                              collection=item.collection, source_uri=item.source_uri,
                                              labels=item.labels)
@@ -92,9 +100,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         with OriginClient(args.server, settings.max_message_mib) as client:
             client.wait_until_serving(timeout=600)
             for reply in client.add_many(requests()):
-                item = items[reply.index]
-                ok = not reply.HasField("error")
-                record(ok, reply.created, item.source_uri, reply.error.message)
+                record(not reply.HasField("error"), reply.created, in_flight.popleft(), reply.error.message)
     else:
         from indexer.origin_index import OriginIndex
 
@@ -105,7 +111,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         finally:
             origin.close()
     bar.close()
-    print(f"ingested {len(items)} images: {counts['created']} new, {counts['present']} already present, "
+    done = sum(counts.values())
+    print(f"ingested {done} images: {counts['created']} new, {counts['present']} already present, "
           f"{counts['failed']} failed")
     return 1 if counts["failed"] else 0
 

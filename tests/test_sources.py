@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from indexer.errors import InvalidRequest
-from indexer.sources import iter_sources
+from indexer.sources import count_sources, iter_sources
 
 
 @pytest.fixture
@@ -18,6 +18,7 @@ def folder(tmp_path):
 
 def test_folder_is_walked_in_sorted_order_with_relative_ids(folder):
     items = list(iter_sources([folder / "imgs"], collection="news"))
+    assert count_sources([folder / "imgs"]) == 3
     assert [i.external_id for i in items] == ["a.jpg", "b.png", "sub/c.webp"]
     assert all(i.collection == "news" and i.source_uri.startswith("file://") for i in items)
     assert items[0].read()[:2] == b"\xff\xd8"
@@ -28,6 +29,7 @@ def test_csv_manifest_with_labels(folder):
     manifest.write_text('path,external_id,labels,label.owner\nimgs/a.jpg,A1,"{""year"": 2024}",AP\n'
                         "imgs/b.png,,,\n")
     items = list(iter_sources([manifest]))
+    assert count_sources([manifest, folder / "imgs" / "a.jpg"]) == 3
     assert [i.external_id for i in items] == ["A1", "b.png"]
     assert items[0].labels == {"year": "2024", "owner": "AP"}
 
