@@ -8,7 +8,9 @@ crops of the allowed photos (``training.data``) mixed with procedural scenes.
 The model is fully convolutional, so it trains on 128 px crops (4x cheaper)
 and is used at 256 px. Resumable: a checkpoint is written to ``--run-dir``
 every few minutes and picked up by the next run; ``--minutes`` bounds the
-wall-clock time of one run. Writes a loss curve and a reconstruction sheet.
+wall-clock time of one run; ``--init-from`` continues from saved weights
+(the committed model) when no checkpoint exists. Writes a loss curve and a
+reconstruction sheet.
 """
 
 from __future__ import annotations
@@ -104,6 +106,9 @@ def main() -> None:
     p.add_argument("--kl-weight", type=float, default=1e-6)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from these saved VAE weights when there is no checkpoint (continue training "
+                        "the committed model in a fresh checkout: --init-from indexer/default_model/vae)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -122,6 +127,11 @@ def main() -> None:
         opt.load_state_dict(state["optimizer"])
         step, history = state["step"], state["history"]
         print(f"resumed at step {step}")
+    elif args.init_from is not None:
+        from diffusers import AutoencoderKL
+
+        vae.load_state_dict(AutoencoderKL.from_pretrained(args.init_from, low_cpu_mem_usage=False).state_dict())
+        print(f"initialised from {args.init_from}")
     sampler = CropSampler(photos, args.crop, seed=args.seed + step)
 
     def checkpoint() -> None:
