@@ -1,0 +1,37 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.data import procedural_image
+from training.inpainting import FILLS, MASKS, finish, inpaint, make_mask
+
+
+@pytest.mark.parametrize("kind", MASKS)
+def test_masks_cover_a_plausible_area(kind):
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        mask = make_mask(kind, 320, 240, rng)
+        assert mask.shape == (240, 320) and mask.dtype == bool
+        assert 0.005 < mask.mean() < 0.6, (kind, mask.mean())
+
+
+@pytest.mark.parametrize("fill", FILLS)
+def test_fills_change_the_hole_and_little_else(fill):
+    rng = np.random.default_rng(1)
+    image = procedural_image(5, size=256)
+    example = inpaint(image, "rectangle", fill, rng)
+    before, after = np.asarray(image), np.asarray(example.image)
+    outside = ~example.mask
+    assert (before[outside] == after[outside]).mean() > 0.99
+    assert np.abs(before[example.mask].astype(int) - after[example.mask]).mean() > 1.0
+
+
+def test_real_and_fake_are_saved_alike():
+    rng = np.random.default_rng(2)
+    real, _ = finish(procedural_image(6, size=200), np.zeros((200, 200), bool), rng)
+    ex = inpaint(procedural_image(7, size=200), "brush", "telea", rng)
+    fake, mask = finish(ex.image, ex.mask, rng)
+    assert Image.open(io.BytesIO(real)).format == Image.open(io.BytesIO(fake)).format == "JPEG"
+    assert mask.shape == Image.open(io.BytesIO(fake)).size[::-1]
