@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from bench.service import machine
@@ -164,7 +164,12 @@ def main(argv: list[str] | None = None) -> None:
     q = np.concatenate([embedder.embed(queries[i:i + 256])
                         for i in tqdm(range(0, len(queries), 256), desc="ID2 queries", unit="x256")])
     id2_sim = q @ g.T
-    id2 = evaluate("ID2 (this service)", id2_sim, truth, families, id2_sim.max(1) >= bundle.match_threshold)
+    id2 = evaluate("ID2", id2_sim, truth, families, id2_sim.max(1) >= bundle.match_threshold)
+    # The service's optional query-time flip (--query-flip): best score over the query and its mirror.
+    mirrored = [ImageOps.mirror(im) for im in queries]
+    qf = np.concatenate([embedder.embed(mirrored[i:i + 256]) for i in range(0, len(mirrored), 256)])
+    flip_sim = np.maximum(id2_sim, qf @ g.T)
+    id2_flip = evaluate("ID2 + query flip", flip_sim, truth, families, flip_sim.max(1) >= bundle.match_threshold)
 
     t0 = time.perf_counter()
     gh, gq = pdq_hashes(tqdm(gallery, desc="PDQ gallery", unit="img"))
@@ -174,62 +179,62 @@ def main(argv: list[str] | None = None) -> None:
     dist[:, gq < PDQ_MIN_QUALITY] = 256  # low-quality hashes are discarded
     dist[qq < PDQ_MIN_QUALITY] = 256
     pdq_sim = 1.0 - dist / 256.0
-    pdq = evaluate("PDQ (Hamming <= 31)", pdq_sim, truth, families, dist.min(1) <= PDQ_MATCH_DISTANCE)
+    pdq = evaluate("PDQ", pdq_sim, truth, families, dist.min(1) <= PDQ_MATCH_DISTANCE)
 
-    id2["images_per_s"], pdq["images_per_s"] = round(id2_rate, 1), round(pdq_rate, 1)
+    id2["images_per_s"] = id2_flip["images_per_s"] = round(id2_rate, 1)
+    pdq["images_per_s"] = round(pdq_rate, 1)
     id2["match_threshold"] = bundle.match_threshold
-    report(args, id2, pdq, len(gallery), len(queries), bundle.version)
+    report(args, [id2, id2_flip, pdq], len(gallery), len(queries), bundle.version)
 
 
-def report(args, id2: dict, pdq: dict, n_gallery: int, n_queries: int, model_version: str) -> None:
+def report(args, results: list[dict], n_gallery: int, n_queries: int, model_version: str) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
+    id2 = results[0]
     fams = list(id2["per_family"])
-    rows = ["| family | kind | seen in training | ID2 top-1 | ID2 mAP | PDQ top-1 | PDQ mAP |",
-            "|---|---|---|---:|---:|---:|---:|"]
+    head = " | ".join(f"{r['method']} top-1 | {r['method']} mAP" for r in results)
+    rows = [f"| family | kind | seen in training | {head} |", "|---|---|---|" + "---:|" * (2 * len(results))]
     for fam in fams:
         f = FAMILIES[fam]
-        a, b = id2["per_family"][fam], pdq["per_family"][fam]
-        rows.append(f"| {fam} | {f.kind} | {'yes' if f.seen else '**no**'} | {a['top1']:.3f} | {a['mAP']:.3f} | "
-                    f"{b['top1']:.3f} | {b['mAP']:.3f} |")
+        cells = " | ".join(f"{r['per_family'][fam]['top1']:.3f} | {r['per_family'][fam]['mAP']:.3f}"
+                           for r in results)
+        rows.append(f"| {fam} | {f.kind} | {'yes' if f.seen else '**no**'} | {cells} |")
 
     def group(res, pred):
         sel = [res["per_family"][f] for f in fams if pred(FAMILIES[f])]
-        return np.mean([s["top1"] for s in sel]), np.mean([s["mAP"] for s in sel])
+        return f"{np.mean([s['top1'] for s in sel]):.3f} | {np.mean([s['mAP'] for s in sel]):.3f}"
 
     for label, pred in [("seen families", lambda f: f.seen), ("unseen families", lambda f: not f.seen),
                         ("re-rendering families", lambda f: f.kind == "rerender")]:
-        (a1, am), (b1, bm) = group(id2, pred), group(pdq, pred)
-        rows.append(f"| **{label}** | | | {a1:.3f} | {am:.3f} | {b1:.3f} | {bm:.3f} |")
-    rows.append(f"| **all families** | | | {id2['top1']:.3f} | {id2['mAP']:.3f} | {pdq['top1']:.3f} | "
-                f"{pdq['mAP']:.3f} |")
-    summary = ["", "| over all queries (incl. no-origin) | ID2 | PDQ |", "|---|---:|---:|"]
+        rows.append(f"| **{label}** | | | " + " | ".join(group(r, pred) for r in results) + " |")
+    rows.append("| **all families** | | | " + " | ".join(f"{r['top1']:.3f} | {r['mAP']:.3f}" for r in results) + " |")
+    summary = ["", "| over all queries (incl. no-origin) | " + " | ".join(r["method"] for r in results) + " |",
+               "|---|" + "---:|" * len(results)]
     for key, label in [("micro_ap", "micro-AP"), ("recall_at_p90", "recall at 90% precision"),
                        ("decision_accuracy", "match-decision accuracy"),
                        ("no_origin_false_matches", "no-origin queries declared a match"),
                        ("images_per_s", "images/s (gallery hashing/embedding)")]:
-        summary.append(f"| {label} | {id2[key]:.3f} | {pdq[key]:.3f} |" if key != "images_per_s"
-                       else f"| {label} | {id2[key]} | {pdq[key]} |")
+        fmt = (lambda v: f"{v}") if key == "images_per_s" else (lambda v: f"{v:.3f}")
+        summary.append(f"| {label} | " + " | ".join(fmt(r[key]) for r in results) + " |")
     text = "\n".join(rows + summary) + (
         f"\n\nGallery {n_gallery:,} images, {n_queries:,} queries; ID2 model {model_version}, match threshold "
         f"{id2['match_threshold']:.3f}. Machine: {machine()}. Date: {time.strftime('%Y-%m-%d')}. Command: "
         f"`python -m bench.identify --gallery {args.gallery} --per-family {args.per_family} "
         f"--no-origin {args.no_origin}`.\n")
     (args.out / "identify.md").write_text(text)
-    clean = {k: v for k, v in id2.items() if not k.startswith("_")}, {k: v for k, v in pdq.items()
-                                                                        if not k.startswith("_")}
-    (args.out / "identify.json").write_text(json.dumps({"id2": clean[0], "pdq": clean[1]}, indent=2) + "\n")
-    _plot_pr(id2, pdq, args.out / "identify_pr.png")
+    clean = {r["method"]: {k: v for k, v in r.items() if not k.startswith("_")} for r in results}
+    (args.out / "identify.json").write_text(json.dumps(clean, indent=2) + "\n")
+    _plot_pr(results, args.out / "identify_pr.png")
     print(text)
 
 
-def _plot_pr(id2: dict, pdq: dict, path: Path) -> None:
+def _plot_pr(results: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for res in (id2, pdq):
+    for res in results:
         precision, recall = res["_curve"]
         ax.plot(recall, precision, label=f"{res['method']} (micro-AP {res['micro_ap']:.3f})")
     ax.axhline(0.9, color="grey", lw=0.8, ls="--")

@@ -15,6 +15,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from PIL import ImageOps
+
 from indexer.config import Settings
 from indexer.decode import DecodedImage, decode_image
 from indexer.embedder import Embedder
@@ -105,27 +108,32 @@ class OriginIndex:
         if not 1 <= top_k <= self.settings.max_top_k:
             raise InvalidRequest(f"top_k must be between 1 and {self.settings.max_top_k}, got {top_k}")
         query = self.decode(data)
-        vector = self.embedder.embed([query.image])
-        candidates = self.search(vector, top_k, collection)
+        views = [query.image]
+        if self.settings.query_flip:
+            views.append(ImageOps.mirror(query.image))  # mirrored copies are common re-posts
+        candidates = self.search(self.embedder.embed(views), top_k, collection)
         threshold = self.match_threshold
         match = bool(candidates) and candidates[0].score >= threshold
         return Identification(query, candidates, match, threshold)
 
-    def search(self, vector, top_k: int, collection: str = "") -> list[Candidate]:
-        """Best references for one query vector, re-read from the store, one per reference."""
+    def search(self, vectors: np.ndarray, top_k: int, collection: str = "") -> list[Candidate]:
+        """Best references for the query's vectors (one per view), re-read from the store.
+
+        Each reference appears once, with its best score over all views and all
+        of its stored vectors."""
         total = len(self.index)
         fetch = min(total, top_k * 4)
         while True:
-            scores, ids = self.index.search(vector, fetch)
-            live = self.store.resolve_embeddings([int(i) for i in ids[0] if i >= 0], collection)
+            scores, ids = self.index.search(vectors, fetch)
+            live = self.store.resolve_embeddings(sorted({int(i) for i in ids.ravel() if i >= 0}), collection)
             best: dict[int, Candidate] = {}
-            for score, eid in zip(scores[0].tolist(), ids[0].tolist()):
+            for score, eid in zip(scores.ravel().tolist(), ids.ravel().tolist()):
                 ref = live.get(eid)
-                if ref is not None and ref.id not in best:
+                if ref is not None and (ref.id not in best or score > best[ref.id].score):
                     best[ref.id] = Candidate(ref, float(score))
             # Collection filters and deleted rows can leave fewer than top_k: widen the search.
             if len(best) >= top_k or fetch >= total:
-                return list(best.values())[:top_k]
+                return sorted(best.values(), key=lambda c: -c.score)[:top_k]
             fetch = min(total, fetch * 4)
 
     def get(self, reference_id: int) -> Reference:

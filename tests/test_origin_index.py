@@ -44,3 +44,26 @@ def test_index_is_reloaded_or_rebuilt_with_the_same_answers(settings, bundle, im
     assert "does not match the store" in fifth.load_report
     assert len(fifth.index) == len(images) + 1
     fifth.close()
+
+
+def test_query_flip_finds_mirrored_copies(settings, bundle, images, reference_images):
+    from dataclasses import replace
+
+    from PIL import ImageOps
+
+    mirrored = encode(ImageOps.mirror(reference_images[3]))
+    plain = OriginIndex.open(settings, bundle=bundle)
+    refs = [o.reference for o in plain.pipeline.run(IngestItem.from_bytes(d) for d in images)]
+    without = plain.identify(mirrored, top_k=len(images))
+    plain.close()
+    flipping = OriginIndex.open(replace(settings, query_flip=True), bundle=bundle)
+    try:
+        found = flipping.identify(mirrored, top_k=3)
+        assert found.candidates[0].reference.id == refs[3].id
+        assert found.candidates[0].score > 0.99 and found.match
+        score_without = next(c.score for c in without.candidates if c.reference.id == refs[3].id)
+        assert score_without < found.candidates[0].score - 0.05
+        scores = [c.score for c in found.candidates]
+        assert scores == sorted(scores, reverse=True)
+    finally:
+        flipping.close()
