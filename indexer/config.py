@@ -48,7 +48,7 @@ class Settings:
     default_top_k: int = field(default=10, metadata={"help": "top_k when a request gives 0"})
     max_top_k: int = field(default=1000, metadata={"help": "largest top_k a request may ask"})
     workers: int = field(default=8, metadata={"help": "gRPC worker threads"})
-    query_flip: bool = field(default=False, metadata={
+    query_flip: bool = field(default=True, metadata={
         "help": "also search the mirrored query (finds flipped copies; one more embedding per query)"})
     match_threshold: float = field(default=float("nan"), metadata={
         "help": "override the model's calibrated match threshold (nan = use the model's)"})

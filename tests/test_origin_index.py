@@ -52,11 +52,12 @@ def test_query_flip_finds_mirrored_copies(settings, bundle, images, reference_im
     from PIL import ImageOps
 
     mirrored = encode(ImageOps.mirror(reference_images[3]))
-    plain = OriginIndex.open(settings, bundle=bundle)
+    plain = OriginIndex.open(replace(settings, query_flip=False), bundle=bundle)
     refs = [o.reference for o in plain.pipeline.run(IngestItem.from_bytes(d) for d in images)]
     without = plain.identify(mirrored, top_k=len(images))
     plain.close()
-    flipping = OriginIndex.open(replace(settings, query_flip=True), bundle=bundle)
+    flipping = OriginIndex.open(settings, bundle=bundle)  # flip is the default
+    assert flipping.settings.query_flip
     try:
         found = flipping.identify(mirrored, top_k=3)
         assert found.candidates[0].reference.id == refs[3].id
