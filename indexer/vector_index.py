@@ -68,6 +68,8 @@ class VectorIndex:
         self._master = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._lock = threading.RLock()
         self._ids: set[int] = set()
+        # Highest id ever added: ids only grow, so rows past it are new even after deletions.
+        self._max_id = 0
         self._gpu_res = None
         self._gpu_index = None
         self._gpu_stale = False
@@ -97,8 +99,7 @@ class VectorIndex:
 
     @property
     def max_id(self) -> int:
-        with self._lock:
-            return max(self._ids) if self._ids else 0
+        return self._max_id
 
     def contains(self, embedding_id: int) -> bool:
         with self._lock:
@@ -120,6 +121,7 @@ class VectorIndex:
             ids, vectors = ids[fresh], vectors[fresh]
             self._master.add_with_ids(vectors, ids)
             self._ids.update(ids.tolist())
+            self._max_id = max(self._max_id, int(ids.max()))
             if self._gpu_index is not None and not self._gpu_stale:
                 self._gpu_index.add_with_ids(vectors, ids)
             self.dirty = True
@@ -141,6 +143,7 @@ class VectorIndex:
         with self._lock:
             self._master.reset()
             self._ids.clear()
+            self._max_id = 0
             self._gpu_index = None
             self.dirty = True
 
@@ -265,6 +268,7 @@ class VectorIndex:
         with self._lock:
             self._master = index
             self._ids = set(ids.tolist())
+            self._max_id = int(ids.max()) if len(ids) else 0
             self._gpu_index = None
             self.dirty = False
         return None
