@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import platform
 import shutil
@@ -34,7 +33,7 @@ from indexer.sources import iter_sources
 from server.app import OriginServer
 from server.client import OriginClient
 from training.data import procedural_image
-from training.edits import apply
+from training.edits import apply, jpeg_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         for q in range(args.queries):
             target = int(rng.integers(len(refs)))
             edited = apply(families[q % len(families)], Image.open(refs[target]).convert("RGB"), seed=q)
-            queries.append((_jpeg_bytes(edited), refs[target].name))
+            queries.append((jpeg_bytes(edited), refs[target].name))
         timings = {}
         for flip in (False, True):
             origin.settings = dataclasses.replace(settings, query_flip=flip)
@@ -149,12 +148,6 @@ def main(argv: list[str] | None = None) -> None:
               f"`python -m bench.service --references {args.references} --queries {args.queries}`.\n")
     (RESULTS / "service.md").write_text(table)
     print(table)
-
-
-def _jpeg_bytes(im: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 if __name__ == "__main__":

@@ -183,7 +183,7 @@ class OriginIndex:
                     if self.index.dirty and clock - last_save >= self.settings.index_save_interval_s:
                         self.save_index()
                         last_save = clock
-                except Exception:
+                except Exception:  # keep maintaining; the next round retries
                     log.exception("index maintenance failed")
 
         self._maintenance = threading.Thread(target=loop, name="index-maintenance", daemon=True)

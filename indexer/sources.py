@@ -33,10 +33,14 @@ def _file_item(path: Path, external_id: str, collection: str, **extra) -> Ingest
     return IngestItem(read=path.read_bytes, collection=collection, external_id=external_id, **extra)
 
 
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def iter_sources(paths: list[Path], collection: str = DEFAULT_COLLECTION) -> Iterator[IngestItem]:
     for path in paths:
         if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+            for file in _image_files(path):
                 yield _file_item(file, file.relative_to(path).as_posix(), collection)
         elif path.suffix.lower() in MANIFEST_SUFFIXES:
             yield from iter_manifest(path, collection)
@@ -51,7 +55,7 @@ def count_sources(paths: list[Path]) -> int:
     total = 0
     for path in paths:
         if path.is_dir():
-            total += sum(1 for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            total += len(_image_files(path))
         elif path.suffix.lower() in MANIFEST_SUFFIXES:
             total += sum(1 for _ in _rows(path))
         else:

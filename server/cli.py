@@ -123,13 +123,10 @@ def cmd_query(args: argparse.Namespace) -> int:
     settings = Settings.from_args(args)
     data = Path(args.image).read_bytes()
     if args.server:
-        from google.protobuf.json_format import MessageToDict
-
         from server.client import OriginClient
 
         with OriginClient(args.server, settings.max_message_mib) as client:
-            reply = client.identify(data, top_k=args.top_k, collection=args.collection)
-        result = MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+            result = reply_to_dict(client.identify(data, top_k=args.top_k, collection=args.collection))
     else:
         from indexer.origin_index import OriginIndex
 
@@ -150,6 +147,13 @@ def cmd_query(args: argparse.Namespace) -> int:
     else:
         print(format_answer(Path(args.image).name, result))
     return 0
+
+
+def reply_to_dict(reply) -> dict:
+    """An IdentifyOriginResponse as the plain dict that ``--json`` prints and ``format_answer`` reads."""
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
 def format_answer(name: str, result: dict) -> str:

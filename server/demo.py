@@ -15,7 +15,6 @@ Re-running it is cheap: the samples are already stored, so ingestion skips them.
 from __future__ import annotations
 
 import dataclasses
-import io
 import socket
 import sys
 from pathlib import Path
@@ -26,10 +25,10 @@ from tqdm import tqdm
 from indexer.config import Settings
 from server.api.origin.v1 import origin_pb2 as pb
 from server.app import OriginServer
-from server.cli import format_answer
+from server.cli import format_answer, reply_to_dict
 from server.client import OriginClient
 from training.data import procedural_image, skimage_images
-from training.edits import apply
+from training.edits import apply, jpeg_bytes
 
 QUERIES = [("tone", "brightness / contrast / saturation change"),
            ("restyle", "painterly re-render"),
@@ -108,36 +107,22 @@ def run_demo(settings: Settings, n_extra: int = 60) -> int:
             picks = samples[:: max(1, len(samples) // len(QUERIES))][: len(QUERIES)]
             for (family, what), origin_path in zip(QUERIES, picks):
                 edited = apply(family, Image.open(origin_path).convert("RGB"), seed=7)
-                reply = client.identify(_jpeg(edited), top_k=3)
+                reply = client.identify(jpeg_bytes(edited, 88), top_k=3)
                 ok = bool(reply.candidates) and reply.candidates[0].reference.external_id == origin_path.name
                 traced += ok and reply.match
                 print()
-                print(format_answer(f"{origin_path.name} + {family} ({what})", _as_dict(reply)))
+                print(format_answer(f"{origin_path.name} + {family} ({what})", reply_to_dict(reply)))
                 print(f"  -> origin {'found' if ok else 'NOT found'} at rank 1")
             unrelated = procedural_image(999_999, size=384)
-            reply = client.identify(_jpeg(unrelated), top_k=3)
+            reply = client.identify(jpeg_bytes(unrelated, 88), top_k=3)
             print()
-            print(format_answer("unrelated image (origin not indexed)", _as_dict(reply)))
+            print(format_answer("unrelated image (origin not indexed)", reply_to_dict(reply)))
             print(f"\nsummary: {traced}/{len(picks)} edited copies traced and matched; "
                   f"unrelated image: {'MATCH (wrong)' if reply.match else 'no match (right)'}")
     finally:
         server.stop()
     return 0
 
-
-def _jpeg(im: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=88)
-    return buf.getvalue()
-
-
-def _as_dict(reply: pb.IdentifyOriginResponse) -> dict:
-    return {"match": reply.match, "match_threshold": reply.match_threshold,
-            "candidates": [{"score": c.score, "reference": {"id": c.reference.id,
-                                                             "collection": c.reference.collection,
-                                                             "external_id": c.reference.external_id,
-                                                             "source_uri": c.reference.source_uri}}
-                           for c in reply.candidates]}
 
 
 if __name__ == "__main__":

@@ -23,11 +23,15 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 Edit = Callable[[Image.Image, np.random.Generator], Image.Image]
 
 
-def jpeg(im: Image.Image, quality: int) -> Image.Image:
+def jpeg_bytes(im: Image.Image, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     im.convert("RGB").save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
+    return buf.getvalue()
+
+
+def jpeg(im: Image.Image, quality: int) -> Image.Image:
+    """The image as it looks after a JPEG round trip."""
+    return Image.open(io.BytesIO(jpeg_bytes(im, quality))).convert("RGB")
 
 
 # -- re-rendering families (layout kept) -------------------------------------------
