@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DATA   ?= .data
 
-.PHONY: install demo test lint proto fetch-data train-vae train-transform bench-service clean
+.PHONY: install demo test lint proto fetch-data train-vae train-transform train-detectors bench-service bench-identify bench-inpainting clean
 
 install: $(VENV)/.installed
 
@@ -36,12 +36,25 @@ fetch-data: install
 train-vae: fetch-data
 	$(BIN)/python -m training.train_vae --minutes 110 --steps 6000
 
-train-transform: install
-	$(BIN)/origin-id train-transform
+train-transform: fetch-data
+	$(BIN)/origin-id train-transform --origins 2000
+
+## Inpainting denoiser + detector + localizer (about 45 minutes on 2 cores).
+train-detectors: fetch-data
+	$(BIN)/python -m training.train_detectors --denoiser-steps 600 --detector-steps 1800 --localizer-steps 1500 \
+		--eval-every 300
 
 ## Service benchmark: ingest rate and query latency at 10k references.
 bench-service: install
 	$(BIN)/python -m bench.service --references 10000
+
+## Origin identification quality: ID2 (+ query views) against PDQ, per edit family.
+bench-identify: fetch-data
+	$(BIN)/python -m bench.identify --gallery 5000 --per-family 60 --no-origin 300
+
+## Inpainting detection / localization on the held-out photo split.
+bench-inpainting: fetch-data
+	$(BIN)/python -m bench.inpainting
 
 clean:
 	rm -rf $(VENV) $(DATA)/demo

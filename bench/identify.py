@@ -5,8 +5,12 @@
 Gallery: non-overlapping tiles of the allowed photos (tiles of one photo are
 hard negatives of each other) topped up with procedural scenes to ``--gallery``
 images. Queries: for every edit family of ``training.edits`` (seen and unseen
-by training), edited copies of random gallery images; plus queries made from
-images that are *not* in the gallery (their right answer is "no match").
+by training), edited copies of gallery images whose origin no model saw: half
+tiles of *test-split* photos, half procedural scenes from the benchmark's seed
+range; plus queries made from images that are *not* in the gallery (their
+right answer is "no match"). ID2 is reported plain and with the service's
+query views (``indexer.query_views``: + mirror, + border trimming), so each
+addition's gain is visible.
 
 Reported per family and overall, for both methods on exactly the same data:
 top-1 accuracy and mAP (1/rank of the origin); over all queries including the
@@ -20,19 +24,21 @@ precision-recall plot ``identify_pr.png``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
 from bench.service import machine
 from indexer.config import Settings
 from indexer.embedder import Embedder
 from indexer.model_bundle import ModelBundle
-from training.data import allowed_photos, is_flat, iter_tiles, procedural_image
+from indexer.query_views import query_views
+from training.data import allowed_photos, is_flat, iter_tiles, procedural_image, split_of
 from training.edits import FAMILIES, apply
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -41,23 +47,33 @@ PDQ_MIN_QUALITY = 50
 
 
 def build_sets(n_gallery: int, n_outside: int, seed: int, size: int = 320):
-    """(gallery, outside): outside images are disjoint from the gallery (other photos, other seeds)."""
+    """(gallery, eligible, outside).
+
+    Query origins (``eligible`` gallery positions) are tiles of *test-split*
+    photos and procedural scenes from the benchmark's own seed range: images no
+    model trained or calibrated on. Tiles of the other photos join the gallery
+    as distractors only. ``outside`` (no-origin queries) holds tiles of other
+    test photos and procedural scenes that are not in the gallery."""
     rng = np.random.default_rng(seed)
-    groups = []
+    test, other = [], []
     for photo in allowed_photos():
         grid = max(1, min(4, min(photo.size) // 160))
         tiles = [t.resize((size, size), Image.Resampling.BICUBIC) for t in iter_tiles(photo, grid) if not is_flat(t)]
         if tiles:
-            groups.append(tiles)
-    rng.shuffle(groups)
-    # A sixth of the photos (all their tiles) stay outside the gallery.
-    cut = len(groups) // 6
-    outside = [t for g in groups[:cut] for t in g]
-    gallery = [t for g in groups[cut:] for t in g][:n_gallery]
-    gallery += [procedural_image(2_000_000 + i, size=size) for i in range(n_gallery - len(gallery))]
+            (test if split_of(photo) == "test" else other).append(tiles)
+    rng.shuffle(test)
+    cut = max(1, len(test) // 3)
+    outside = [t for g in test[:cut] for t in g]
+    origins = [t for g in test[cut:] for t in g]
+    distractors = [t for g in other for t in g]
+    n_procedural = max(0, n_gallery - len(origins) - len(distractors))
+    gallery = origins + distractors + [procedural_image(2_000_000 + i, size=size) for i in range(n_procedural)]
+    gallery = gallery[:n_gallery]
+    photo_origins = list(range(min(len(origins), len(gallery))))
+    procedural_origins = list(range(len(origins) + len(distractors), len(gallery)))
     outside += [procedural_image(3_000_000 + i, size=size) for i in range(max(0, n_outside - len(outside)))]
     rng.shuffle(outside)
-    return gallery, outside[:n_outside]
+    return gallery, (photo_origins, procedural_origins), outside[:n_outside]
 
 
 def ranks_and_scores(similarity: np.ndarray, truth: np.ndarray):
@@ -138,12 +154,16 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     settings = Settings.from_args(args)
 
-    gallery, outside = build_sets(args.gallery, args.no_origin, args.seed)
+    gallery, (photo_origins, procedural_origins), outside = build_sets(args.gallery, args.no_origin, args.seed)
     rng = np.random.default_rng(args.seed)
     queries, truth, families = [], [], []
     fam_names = list(FAMILIES)
     for fam in fam_names:
-        for j in rng.choice(len(gallery), args.per_family, replace=False):
+        # Half the queries from held-out photos, half from procedural scenes.
+        half = args.per_family // 2
+        picks = [*rng.choice(photo_origins, half, replace=len(photo_origins) < half),
+                 *rng.choice(procedural_origins, args.per_family - half, replace=False)]
+        for j in picks:
             queries.append(apply(fam, gallery[j], seed=int(rng.integers(1 << 30))))
             truth.append(int(j))
             families.append(fam)
@@ -155,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     truth = np.array(truth)
     print(f"gallery {len(gallery)}, queries {len(queries)} ({int((truth < 0).sum())} without origin)")
 
-    bundle = ModelBundle.load(settings)
+    bundle = ModelBundle.load(dataclasses.replace(settings, inpainting=False))
     embedder = Embedder(bundle, settings.batch_size)
     t0 = time.perf_counter()
     g = np.concatenate([embedder.embed(gallery[i:i + 256])
@@ -165,11 +185,16 @@ def main(argv: list[str] | None = None) -> None:
                         for i in tqdm(range(0, len(queries), 256), desc="ID2 queries", unit="x256")])
     id2_sim = q @ g.T
     id2 = evaluate("ID2", id2_sim, truth, families, id2_sim.max(1) >= bundle.match_threshold)
-    # The service's optional query-time flip (--query-flip): best score over the query and its mirror.
-    mirrored = [ImageOps.mirror(im) for im in queries]
-    qf = np.concatenate([embedder.embed(mirrored[i:i + 256]) for i in range(0, len(mirrored), 256)])
-    flip_sim = np.maximum(id2_sim, qf @ g.T)
-    id2_flip = evaluate("ID2 + query flip", flip_sim, truth, families, flip_sim.max(1) >= bundle.match_threshold)
+    # The service's query views (indexer.query_views): each adds to what the plain embedding finds.
+    variants = {"ID2 + flip": {"flip": True, "trim": False},
+                "ID2 + flip + trim (service)": {"flip": True, "trim": True}}
+    view_results = []
+    for name, opts in variants.items():
+        sims = []
+        for im in tqdm(queries, desc=name, unit="query"):
+            sims.append((embedder.embed(query_views(im, **opts)) @ g.T).max(0))
+        sim = np.stack(sims)
+        view_results.append(evaluate(name, sim, truth, families, sim.max(1) >= bundle.match_threshold))
 
     t0 = time.perf_counter()
     gh, gq = pdq_hashes(tqdm(gallery, desc="PDQ gallery", unit="img"))
@@ -181,10 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     pdq_sim = 1.0 - dist / 256.0
     pdq = evaluate("PDQ", pdq_sim, truth, families, dist.min(1) <= PDQ_MATCH_DISTANCE)
 
-    id2["images_per_s"] = id2_flip["images_per_s"] = round(id2_rate, 1)
+    for r in [id2, *view_results]:
+        r["images_per_s"] = round(id2_rate, 1)
     pdq["images_per_s"] = round(pdq_rate, 1)
     id2["match_threshold"] = bundle.match_threshold
-    report(args, [id2, id2_flip, pdq], len(gallery), len(queries), bundle.version)
+    report(args, [id2, *view_results, pdq], len(gallery), len(queries), bundle.version)
 
 
 def report(args, results: list[dict], n_gallery: int, n_queries: int, model_version: str) -> None:

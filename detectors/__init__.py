@@ -1,7 +1,19 @@
-"""Inpainting detection and localization (LaRE^2 / End4 detector, InpDiffusion localizer).
+"""Inpainting detection and localization, on the VAE the embedder already loaded.
 
-Not implemented yet: the service reports ``InpaintingVerdict.available = false``
-on every answer until it is, and never a guessed verdict. The detectors will
-receive the same ``indexer.model_bundle.ModelBundle`` as the embedder, so the
-VAE is loaded once per process.
+One role per file:
+
+* ``denoiser``: ``LatentDenoiser``, a small epsilon-prediction network over the
+  VAE's latents, and the LaRE map it yields (LaRE^2);
+* ``detector``: ``InpaintingDetector``, image features refined by the pixel
+  reconstruction error and the LaRE map (error-guided spatial and channel
+  refinement, scale-aware pyramid fusion) -> a probability and a coarse mask;
+* ``localizer``: ``MaskDiffusionLocalizer``, InpDiffusion's conditional mask
+  diffusion (mask + edge, 10 DDIM steps, x0 predictions averaged);
+* ``analyzer``: ``InpaintingAnalyzer``, the runtime that strings them together
+  for a query and owns the checkpoints' directory;
+* ``weights``: one safetensors file per model, its config in the header.
+
+The bundled checkpoints are trained by ``training/train_detectors.py`` and
+live in ``indexer/default_model/inpainting``; ``ModelBundle`` loads them with
+the VAE (their VAE fingerprint must match) so a process holds one copy.
 """

@@ -36,6 +36,10 @@ class Settings:
         "help": "VAE: Hugging Face id or local directory; empty = bundled default"})
     transform: str = field(default="", metadata={
         "help": "ID2 linear transform (.safetensors); empty = bundled default"})
+    detectors: str = field(default="", metadata={
+        "help": "directory of the inpainting detector, denoiser and localizer; empty = bundled default"})
+    inpainting: bool = field(default=True, metadata={
+        "help": "run inpainting detection (and localization when warranted) on every query"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     batch_size: int = field(default=16, metadata={"help": "images per embedding batch"})
     # Server.
@@ -50,6 +54,8 @@ class Settings:
     workers: int = field(default=8, metadata={"help": "gRPC worker threads"})
     query_flip: bool = field(default=True, metadata={
         "help": "also search the mirrored query (finds flipped copies; one more embedding per query)"})
+    query_trim: bool = field(default=True, metadata={
+        "help": "also search the query with letterbox / canvas / screenshot borders trimmed, when it has some"})
     match_threshold: float = field(default=float("nan"), metadata={
         "help": "override the model's calibrated match threshold (nan = use the model's)"})
     # Index.

@@ -47,12 +47,15 @@ class Embedder:
         return mean.flatten(1).float()
 
     @torch.inference_mode()
+    def project(self, latents: torch.Tensor) -> np.ndarray:
+        """Flattened latents -> L2-normalised embeddings (N, dim), float32."""
+        return self.bundle.transform(latents).cpu().numpy().astype(np.float32, copy=False)
+
+    @torch.inference_mode()
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """L2-normalised embeddings (N, dim), float32, in input order."""
         if not images:
             return np.zeros((0, self.dim), np.float32)
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            latents = self.latents(images[start:start + self.batch_size])
-            out.append(self.bundle.transform(latents).cpu().numpy())
-        return np.concatenate(out).astype(np.float32, copy=False)
+        out = [self.project(self.latents(images[start:start + self.batch_size]))
+               for start in range(0, len(images), self.batch_size)]
+        return np.concatenate(out)

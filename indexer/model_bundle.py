@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
+from detectors.analyzer import InpaintingAnalyzer
 from indexer.config import Settings
 from indexer.transform import LinearTransform, vae_fingerprint
 from indexer.vae import load_vae
@@ -47,6 +48,8 @@ class ModelBundle:
     #: Serialises use of the models: CPU torch already uses every core per call,
     #: and one GPU stream gains nothing from interleaved small batches.
     lock: threading.Lock
+    #: Inpainting detector + localizer on the same VAE; None when turned off or not installed.
+    inpainting: InpaintingAnalyzer | None = None
 
     @property
     def dim(self) -> int:
@@ -74,14 +77,24 @@ class ModelBundle:
         if latent_dim != transform.config.latent_dim:
             raise ValueError(f"VAE latent has {latent_dim} values at 256x256, "
                              f"transform expects {transform.config.latent_dim}")
-        version = "id2-" + hashlib.sha256(
-            (fingerprint + _file_sha256(transform_path)).encode()).hexdigest()[:12]
+        # The weights alone name the model: recalibrating the threshold (file metadata)
+        # must not make every stored embedding look stale.
+        version = "id2-" + hashlib.sha256((fingerprint + vae_fingerprint(transform)).encode()).hexdigest()[:12]
         vae.requires_grad_(False)
         transform.requires_grad_(False)
         log.info("models loaded: VAE %s, transform %s (rank %d), device %s, version %s",
                  vae_source, transform_path, transform.config.rank, device, version)
-        return cls(vae=vae.to(device), transform=transform.to(device), device=device,
-                   version=version, lock=threading.Lock())
+        vae, lock = vae.to(device), threading.Lock()
+        inpainting = None
+        if settings.inpainting:
+            directory = Path(settings.detectors or settings.model_dir / "inpainting")
+            if settings.detectors or directory.is_dir():
+                inpainting = InpaintingAnalyzer.load(directory, vae, device, lock, vae_fingerprint=fingerprint)
+                log.info("inpainting models loaded from %s (threshold %.3f)", directory, inpainting.threshold)
+            else:
+                log.warning("no inpainting models in %s: verdicts will say available=false", directory)
+        return cls(vae=vae, transform=transform.to(device), device=device, version=version, lock=lock,
+                   inpainting=inpainting)
 
 
 def _latent_dim(vae: AutoencoderKL) -> int:
@@ -89,6 +102,3 @@ def _latent_dim(vae: AutoencoderKL) -> int:
     side = 256 // factor
     return int(vae.config.latent_channels) * side * side
 
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

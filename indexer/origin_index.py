@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import ImageOps
 
+from detectors.analyzer import InpaintingResult
 from indexer.config import Settings
 from indexer.decode import DecodedImage, decode_image
 from indexer.embedder import Embedder
 from indexer.errors import InvalidRequest, NotFound
 from indexer.model_bundle import ModelBundle
 from indexer.pipeline import IngestPipeline
+from indexer.query_views import query_views
 from indexer.store import Reference
 from indexer.store.embedded import EmbeddedPostgres
 from indexer.store.migrate import upgrade
@@ -45,6 +46,8 @@ class Identification:
     candidates: list[Candidate]
     match: bool
     match_threshold: float
+    #: None when no inpainting models are loaded (the answer says available=false).
+    inpainting: InpaintingResult | None = None
 
 
 def open_store(settings: Settings) -> tuple[PostgresStore, EmbeddedPostgres | None]:
@@ -108,13 +111,16 @@ class OriginIndex:
         if not 1 <= top_k <= self.settings.max_top_k:
             raise InvalidRequest(f"top_k must be between 1 and {self.settings.max_top_k}, got {top_k}")
         query = self.decode(data)
-        views = [query.image]
-        if self.settings.query_flip:
-            views.append(ImageOps.mirror(query.image))  # mirrored copies are common re-posts
-        candidates = self.search(self.embedder.embed(views), top_k, collection)
+        views = query_views(query.image, flip=self.settings.query_flip, trim=self.settings.query_trim)
+        latents = self.embedder.latents(views)
+        candidates = self.search(self.embedder.project(latents), top_k, collection)
         threshold = self.match_threshold
         match = bool(candidates) and candidates[0].score >= threshold
-        return Identification(query, candidates, match, threshold)
+        verdict = None
+        if self.settings.inpainting and self.bundle.inpainting is not None:
+            # The same encoder pass serves both jobs: the detector reuses the query's latent.
+            verdict = self.bundle.inpainting.analyze([query.image], latents[:1])[0]
+        return Identification(query, candidates, match, threshold, verdict)
 
     def search(self, vectors: np.ndarray, top_k: int, collection: str = "") -> list[Candidate]:
         """Best references for the query's vectors (one per view), re-read from the store.

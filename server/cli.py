@@ -126,22 +126,22 @@ def cmd_query(args: argparse.Namespace) -> int:
         from server.client import OriginClient
 
         with OriginClient(args.server, settings.max_message_mib) as client:
-            result = reply_to_dict(client.identify(data, top_k=args.top_k, collection=args.collection))
+            reply = client.identify(data, top_k=args.top_k, collection=args.collection)
     else:
         from indexer.origin_index import OriginIndex
+        from server.servicer import identification_to_pb
 
         origin = OriginIndex.open(settings)
         try:
-            found = origin.identify(data, top_k=args.top_k, collection=args.collection)
+            reply = identification_to_pb(origin.identify(data, top_k=args.top_k, collection=args.collection),
+                                         origin.bundle.version)
         finally:
             origin.close()
-        result = {
-            "candidates": [{"reference": {"id": c.reference.id, "collection": c.reference.collection,
-                                          "external_id": c.reference.external_id,
-                                          "source_uri": c.reference.source_uri}, "score": c.score}
-                           for c in found.candidates],
-            "match": found.match, "match_threshold": found.match_threshold,
-        }
+    if args.mask_out and reply.inpainting.mask_png:
+        Path(args.mask_out).write_bytes(reply.inpainting.mask_png)
+    result = reply_to_dict(reply)
+    # The mask is binary PNG data: written with --mask-out, summarised in the printed answer.
+    result.get("inpainting", {}).pop("mask_png", None)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -165,7 +165,21 @@ def format_answer(name: str, result: dict) -> str:
         lines.append(f"  {rank:>4}  {float(cand['score']):6.3f}  {int(ref['id']):>6}  "
                      f"{ref.get('collection', ''):<12} {ref.get('external_id', '')[:28]:<28} "
                      f"{ref.get('source_uri', '')}")
+    lines.append("  " + format_verdict(result.get("inpainting", {})))
     return "\n".join(lines)
+
+
+def format_verdict(v: dict) -> str:
+    if not v.get("available"):
+        return "inpainting: not checked (no inpainting models loaded)"
+    head = (f"inpainting: {'INPAINTED' if v.get('inpainted') else 'not inpainted'} "
+            f"(p={float(v.get('probability', 0)):.3f}, threshold {float(v.get('decision_threshold', 0)):.3f})")
+    if not v.get("localized"):
+        return head + "; localization skipped (confidently clean)"
+    box = v.get("mask_bbox") or {}
+    return (head + f"; mask covers {100 * float(v.get('mask_area_fraction', 0)):.1f}% of the image"
+            + (f", bbox x={box.get('x', 0)} y={box.get('y', 0)} w={box.get('width', 0)} h={box.get('height', 0)}"
+               if box else ""))
 
 
 # -- stats / db --------------------------------------------------------------------
@@ -215,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="origin-id", description="Image origin identification service")
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
-    local = ["data_dir", "database_url", "vae", "transform", "device", "batch_size", "max_pixels",
-             "max_side", "faiss_gpu", "max_message_mib", "default_top_k", "max_top_k", "match_threshold"]
+    local = ["data_dir", "database_url", "vae", "transform", "detectors", "inpainting", "device", "batch_size",
+             "max_pixels", "max_side", "faiss_gpu", "max_message_mib", "default_top_k", "max_top_k", "match_threshold"]
 
     p = sub.add_parser("serve", help="run the gRPC server")
     Settings.add_arguments(p)
@@ -234,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--collection", default="")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--mask-out", default="", help="write the inpainting mask PNG here when one was computed")
     p.add_argument("--server", default="", help="HOST:PORT of a running server (else work locally)")
     Settings.add_arguments(p, only=local)
     p.set_defaults(func=cmd_query)

@@ -19,6 +19,7 @@ import socket
 import sys
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
@@ -29,6 +30,7 @@ from server.cli import format_answer, reply_to_dict
 from server.client import OriginClient
 from training.data import procedural_image, skimage_images
 from training.edits import apply, jpeg_bytes
+from training.inpainting import inpaint
 
 QUERIES = [("tone", "brightness / contrast / saturation change"),
            ("restyle", "painterly re-render"),
@@ -113,6 +115,17 @@ def run_demo(settings: Settings, n_extra: int = 60) -> int:
                 print()
                 print(format_answer(f"{origin_path.name} + {family} ({what})", reply_to_dict(reply)))
                 print(f"  -> origin {'found' if ok else 'NOT found'} at rank 1")
+            # A copy with a region painted in: traced to its origin, and the region shown.
+            painted_origin = samples[0]
+            fake = inpaint(Image.open(painted_origin).convert("RGB"), "ellipse", "telea", np.random.default_rng(3))
+            reply = client.identify(jpeg_bytes(fake.image, 90), top_k=3)
+            print()
+            print(format_answer(f"{painted_origin.name} with a region inpainted (OpenCV Telea)",
+                                reply_to_dict(reply)))
+            if reply.inpainting.mask_png:
+                mask_path = data_dir / "demo-inpainting-mask.png"
+                mask_path.write_bytes(reply.inpainting.mask_png)
+                print(f"  -> mask written to {mask_path}")
             unrelated = procedural_image(999_999, size=384)
             reply = client.identify(jpeg_bytes(unrelated, 88), top_k=3)
             print()

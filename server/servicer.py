@@ -17,8 +17,9 @@ from collections.abc import Iterator
 
 import grpc
 
+from detectors.analyzer import InpaintingResult
 from indexer.errors import Conflict, ImageTooLarge, InvalidRequest, NotFound, NotReady
-from indexer.origin_index import OriginIndex
+from indexer.origin_index import Identification, OriginIndex
 from indexer.pipeline import IngestItem, IngestOutcome
 from indexer.store import DEFAULT_COLLECTION
 from server.api.origin.v1 import origin_pb2 as pb
@@ -70,12 +71,7 @@ class OriginServicer(pb_grpc.OriginServiceServicer):
     def IdentifyOrigin(self, request: pb.IdentifyOriginRequest, context) -> pb.IdentifyOriginResponse:
         origin = self._ready()
         result = origin.identify(request.image, top_k=request.top_k, collection=request.collection)
-        return pb.IdentifyOriginResponse(
-            candidates=[pb.Candidate(reference=reference_to_pb(c.reference), score=c.score)
-                        for c in result.candidates],
-            match=result.match, match_threshold=result.match_threshold,
-            model_version=origin.bundle.version,
-            query_width=result.query.width, query_height=result.query.height)
+        return identification_to_pb(result, origin.bundle.version)
 
     @_status
     def AddReference(self, request: pb.AddReferenceRequest, context) -> pb.AddReferenceResponse:
@@ -166,6 +162,30 @@ class OriginServicer(pb_grpc.OriginServiceServicer):
             model_version=origin.bundle.version, device=str(origin.bundle.device),
             collections=[pb.CollectionStats(name=n, references=c) for n, c in per_collection.items()],
             match_threshold=origin.match_threshold, detectors_loaded=False)
+
+
+def identification_to_pb(result: Identification, model_version: str) -> pb.IdentifyOriginResponse:
+    return pb.IdentifyOriginResponse(
+        candidates=[pb.Candidate(reference=reference_to_pb(c.reference), score=c.score)
+                    for c in result.candidates],
+        match=result.match, match_threshold=result.match_threshold, model_version=model_version,
+        query_width=result.query.width, query_height=result.query.height,
+        inpainting=verdict_to_pb(result.inpainting))
+
+
+def verdict_to_pb(result: InpaintingResult | None) -> pb.InpaintingVerdict:
+    if result is None:
+        return pb.InpaintingVerdict(available=False)
+    verdict = pb.InpaintingVerdict(
+        available=True, probability=result.probability, inpainted=result.inpainted,
+        decision_threshold=result.threshold, localized=result.localized)
+    if result.localized:
+        verdict.mask_png = result.mask_png()
+        verdict.mask_area_fraction = result.area_fraction
+        box = result.bbox
+        if box is not None:
+            verdict.mask_bbox.CopyFrom(pb.BoundingBox(x=box[0], y=box[1], width=box[2], height=box[3]))
+    return verdict
 
 
 def _item(request: pb.AddReferenceRequest) -> IngestItem:

@@ -78,6 +78,13 @@ def test_killed_ingest_resumes_without_duplicates(image_folder, open_tmp_path):
     apply("tone", Image.open(image_folder / "p007.png").convert("RGB"), seed=1).save(query)
     answer = run("query", str(query), "--data-dir", str(data_dir), "--json")
     assert '"external_id": "p007.png"' in answer.stdout.split('"candidates"')[1].split("}")[0]
+    # The inpainting verdict comes with it; the mask is written to a file when one was computed.
+    verdict = answer.stdout.split('"inpainting"')[1]
+    assert '"available": true' in verdict and "mask_png" not in verdict
+    mask = open_tmp_path / "mask.png"
+    table = run("query", str(query), "--data-dir", str(data_dir), "--mask-out", str(mask))
+    assert "inpainting:" in table.stdout
+    assert mask.exists() == ('"localized": true' in verdict)
 
 
 def test_serve_health_query_and_sigterm(image_folder, open_tmp_path):

@@ -1,6 +1,8 @@
 """The gRPC service end to end: a real server on a loopback port, a real
 PostgreSQL, the real bundled models, real images."""
 
+import io
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
@@ -36,7 +38,7 @@ def expect_status(code, fn, *args, match=""):
     return info.value.details()
 
 
-def test_edited_copies_are_traced_to_their_origin(client, images, reference_images):
+def test_edited_copies_are_traced_to_their_origin(client, images, reference_images, origin):
     replies = add_all(client, images)
     assert [r.index for r in replies] == list(range(len(images)))
     assert all(r.created and not r.HasField("error") for r in replies)
@@ -58,7 +60,15 @@ def test_edited_copies_are_traced_to_their_origin(client, images, reference_imag
     assert top.reference.external_id == "img-4" and top.reference.labels["n"] == "4"
     assert top.reference.source_uri == "https://example.org/4.jpg"
     assert reply.match_threshold > 0 and reply.query_width == reference_images[4].width
-    assert not reply.inpainting.available  # no detectors loaded: no verdict is invented
+    verdict = reply.inpainting  # the bundled detectors run on every query
+    assert verdict.available and 0.0 <= verdict.probability <= 1.0
+    assert verdict.decision_threshold == pytest.approx(origin.bundle.inpainting.threshold)
+    assert verdict.inpainted == (verdict.probability >= verdict.decision_threshold)
+    if verdict.localized:
+        mask = Image.open(io.BytesIO(verdict.mask_png))
+        assert mask.size == (reply.query_width, reply.query_height)
+    else:
+        assert not verdict.mask_png and verdict.probability < origin.bundle.inpainting.localize_threshold
 
 
 def test_unrelated_image_is_no_match(client, images):
@@ -192,3 +202,26 @@ def test_writes_from_another_process_are_picked_up(client, images, origin, setti
     while time.monotonic() < deadline and client.stats().indexed_vectors < 1:
         time.sleep(0.2)
     assert client.identify(images[5], top_k=1).candidates[0].reference.id == outcome.reference.id
+
+
+def test_inpainted_query_gets_a_localized_verdict(client, images, reference_images, origin):
+    """A painted-in copy of an indexed photo: traced to its origin, flagged, and a mask where the paint is."""
+    import numpy as np
+
+    from training.inpainting import finish, inpaint
+
+    ids = [r.reference.id for r in add_all(client, images)]
+    rng = np.random.default_rng(3)
+    photo = reference_images[0].resize((384, 384))
+    fake = inpaint(photo, "rectangle", "telea", rng)
+    data, truth = finish(fake.image, fake.mask, rng)
+    reply = client.identify(data, top_k=1)
+    assert reply.candidates[0].reference.id == ids[0]
+    v = reply.inpainting
+    assert v.available and v.localized, v
+    mask = np.asarray(Image.open(io.BytesIO(v.mask_png))) > 127
+    assert mask.shape == truth.shape
+    assert v.mask_area_fraction == pytest.approx(mask.mean(), abs=1e-6)
+    # The mask overlaps the painted region better than chance would.
+    overlap = (mask & truth).sum() / max(mask.sum(), 1)
+    assert overlap > truth.mean(), (overlap, truth.mean())

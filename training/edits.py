@@ -141,6 +141,60 @@ def recompress(im: Image.Image, rng: np.random.Generator) -> Image.Image:
     return jpeg(small, rng.integers(20, 50))
 
 
+def regenerate(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """An img2img-like regeneration: fine detail re-synthesised, tones shifted, geometry drifted.
+
+    Diffusion re-renders keep the layout but redraw texture from noise and do not
+    keep pixels in place: low-pass content + new synthetic grain, a local-contrast
+    and hue change, and a smooth random warp of a few pixels."""
+    arr = np.asarray(im.convert("RGB"), np.float32)
+    h, w = arr.shape[:2]
+    s = rng.uniform(0.2, 0.35)
+    small = Image.fromarray(arr.astype(np.uint8)).resize((max(8, int(w * s)), max(8, int(h * s))),
+                                                          Image.Resampling.BILINEAR)
+    base = np.asarray(small.resize((w, h), Image.Resampling.BICUBIC), np.float32)
+    grain = rng.normal(0, 1, (max(2, h // 2), max(2, w // 2), 1)).astype(np.float32)
+    grain = np.asarray(Image.fromarray(grain[..., 0]).resize((w, h), Image.Resampling.BICUBIC))[..., None]
+    out = base + grain * rng.uniform(6, 14)
+    mean = out.mean((0, 1), keepdims=True)
+    out = (out - mean) * rng.uniform(1.1, 1.4) + mean + rng.uniform(-20, 20, 3)
+    out = np.asarray(ImageEnhance.Color(Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)))
+                     .enhance(rng.uniform(0.6, 1.5)), np.float32)
+    # Smooth displacement field of a few pixels (coarse random grid, upsampled).
+    amp = rng.uniform(0.01, 0.025) * min(w, h)
+    field = [np.asarray(Image.fromarray(rng.normal(0, 1, (4, 4)).astype(np.float32))
+                        .resize((w, h), Image.Resampling.BICUBIC)) * amp for _ in range(2)]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    sx = np.clip(np.round(xx + field[0]), 0, w - 1).astype(int)
+    sy = np.clip(np.round(yy + field[1]), 0, h - 1).astype(int)
+    return jpeg(Image.fromarray(np.clip(out[sy, sx], 0, 255).astype(np.uint8)), int(rng.integers(60, 90)))
+
+
+def letterbox(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The picture inside other pixels: letter/pillar-boxed, on a canvas, or under screenshot chrome."""
+    w, h = im.size
+    kind = int(rng.integers(3))
+    if kind == 0:  # letterbox / pillarbox to a video aspect ratio, black bars
+        aspect = 16 / 9 if w / h < 16 / 9 else 9 / 16
+        cw, ch = (max(w, int(h * aspect)), h) if aspect > 1 else (w, max(h, int(w / aspect)))
+        canvas = Image.new("RGB", (cw, ch), (0, 0, 0))
+    elif kind == 1:  # a flat-coloured canvas with uneven margins
+        cw, ch = int(w * rng.uniform(1.15, 1.6)), int(h * rng.uniform(1.15, 1.6))
+        canvas = Image.new("RGB", (cw, ch), tuple(int(c) for c in rng.integers(0, 256, 3)))
+    else:  # screenshot: a title bar with "text" on top, thin side margins
+        bar = int(h * rng.uniform(0.08, 0.2))
+        margin = int(w * rng.uniform(0.0, 0.06))
+        cw, ch = w + 2 * margin, h + bar + margin
+        grey = int(rng.integers(200, 250))
+        canvas = Image.new("RGB", (cw, ch), (grey, grey, grey))
+        draw = ImageDraw.Draw(canvas)
+        draw.text((int(cw * 0.04), bar // 3), "@someone · 2h   " * 2, fill=(30, 30, 30))
+    x = (cw - w) // 2 if kind != 1 else int(rng.integers(0, cw - w + 1))
+    y = (ch - h) // 2 if kind == 0 else (int(rng.integers(0, ch - h + 1)) if kind == 1 else ch - h - (cw - w) // 2)
+    canvas.paste(im, (x, y))
+    return jpeg(canvas, int(rng.integers(70, 95)))
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -157,10 +211,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("restyle", restyle, "rerender", True),
     Family("cartoon", cartoon, "rerender", False),
     Family("film", film, "rerender", False),
+    Family("regenerate", regenerate, "rerender", False),
     Family("crop_resize", crop_resize, "copy", True),
     Family("overlay", overlay, "copy", True),
     Family("recompress", recompress, "copy", False),
     Family("flip", flip, "copy", False),
+    Family("letterbox", letterbox, "copy", False),
 ]}
 
 SEEN = [f for f in FAMILIES.values() if f.seen]

@@ -187,3 +187,73 @@ def finish(image: Image.Image, mask: np.ndarray, rng: np.random.Generator) -> tu
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=int(rng.integers(75, 96)))
     return buf.getvalue(), np.asarray(m) > 127
+
+
+#: Global edits for the "globally edited, not inpainted" negatives: every edit
+#: family of ``training.edits`` except overlays (which are local by nature).
+GLOBAL_EDIT_FAMILIES = ["tone", "palette", "smooth_sharpen", "noise_recompress", "restyle", "cartoon", "film",
+                        "crop_resize", "flip", "recompress"]
+
+
+#: Mean absolute change (0-255) a fill must make inside its mask to count as inpainting.
+MIN_CHANGE = 8.0
+MAX_TRIES = 8
+
+
+def region_change(original: Image.Image, example: InpaintedExample) -> float:
+    """Mean absolute difference between the original and the filled pixels, inside the mask."""
+    if example.image.size != original.size or not example.mask.any():
+        return 0.0
+    a = np.asarray(original.convert("RGB"), np.float32)[example.mask]
+    b = np.asarray(example.image, np.float32)[example.mask]
+    return float(np.abs(a - b).mean())
+
+
+@dataclass
+class Sample:
+    """One finished example: what a query would be, and its ground truth."""
+    jpeg: bytes
+    mask: np.ndarray  # bool (h, w) at the JPEG's size; all False when not inpainted
+    inpainted: bool
+    mask_type: str = ""
+    fill: str = ""
+    global_edit: str = ""
+
+
+def make_sample(photo: Image.Image, rng: np.random.Generator, *, inpainted: bool,
+                masks: list[str] = MASKS, fills: list[str] = FILLS, global_edit: str = "",
+                sizes: tuple[int, ...] = (256, 320, 384, 512), min_change: float = MIN_CHANGE) -> Sample:
+    """A random crop of ``photo``, inpainted or not, optionally globally edited, then ``finish``-ed."""
+    from training.data import random_crop
+    from training.edits import apply
+
+    if inpainted and global_edit == "crop_resize":
+        raise ValueError("crop_resize moves the inpainted region; use it on pristine samples only")
+    im = random_crop(photo, rng, int(rng.choice(sizes)), min_frac=0.3)
+    mask = np.zeros((im.height, im.width), bool)
+    mask_type = fill = ""
+    if inpainted:
+        # A fill that reproduces what was there (clear sky, flat wallpaper) manipulates
+        # nothing: such a "positive" is label noise. Retry (new crop, new mask) until the
+        # painted region really changed, keeping the most changed attempt.
+        best = None
+        for _ in range(MAX_TRIES):
+            mask_type, fill = str(rng.choice(masks)), str(rng.choice(fills))
+            example = inpaint(im, mask_type, fill, rng)
+            change = region_change(im, example)
+            if best is None or change > best[0]:
+                best = (change, example)
+            if change >= min_change:
+                break
+            im = random_crop(photo, rng, int(rng.choice(sizes)), min_frac=0.3)
+        example = best[1]
+        im, mask, mask_type, fill = example.image, example.mask, example.mask_type, example.fill
+    if global_edit:
+        edited = apply(global_edit, im, int(rng.integers(1 << 31)))
+        if edited.size != im.size:  # geometric edits: the ground truth would move; keep it simple
+            edited = edited.resize(im.size, Image.Resampling.BICUBIC)
+        if global_edit == "flip":
+            mask = mask[:, ::-1].copy()
+        im = edited
+    data, mask = finish(im, mask, rng)
+    return Sample(data, mask, inpainted, mask_type, fill, global_edit)

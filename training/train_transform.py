@@ -8,11 +8,10 @@ CosFace (s=64, m=0.35) on the L2-normalised W-projected latents; Adam
 (lr 3.5e-4) with linear warm-up then cosine decay; the exported W is an
 exponential moving average (0.9999, with the usual warm-up of the decay).
 
-Origins are crops of the allowed photos and procedural scenes; edits come
-from the *seen* families of ``training.edits`` only. A held-out share of the
-origins calibrates the match threshold: the lowest top-1 score at which the
-service's "match" decisions reach the target precision, measured with
-queries whose origin is in the gallery and queries whose origin is not.
+Origins are tiles of the *train-split* photos and procedural scenes; edits
+come from the *seen* families of ``training.edits`` only. The match threshold
+is then calibrated by ``training.calibrate_transform`` on val-split photos,
+with the query views the service uses (run as the last step here).
 
 Latents are cached in ``--run-dir`` and training resumes from its checkpoint.
 """
@@ -20,7 +19,6 @@ Latents are cached in ``--run-dir`` and training resumes from its checkpoint.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -34,18 +32,18 @@ from tqdm import tqdm
 from indexer.embedder import preprocess
 from indexer.transform import LinearTransform, TransformConfig, vae_fingerprint
 from indexer.vae import load_vae
-from training.data import allowed_photos, is_flat, iter_tiles, procedural_image
+from training.data import allowed_photos, is_flat, iter_tiles, photos_in_split, procedural_image
 from training.edits import random_seen_edit
 from training.plots import plot_curve
 
 
 def build_origins(n: int, seed: int, size: int = 320, min_tile: int = 160):
-    """Distinct origins: non-overlapping tiles of each allowed photo (hard negatives
-    of each other), then procedural scenes up to ``n``. Shuffled by photo, so a
-    split of the list by position never puts tiles of one photo on both sides."""
+    """Distinct origins: non-overlapping tiles of each *train-split* photo (hard
+    negatives of each other), then procedural scenes up to ``n``. Val photos are
+    kept for calibration and test photos for the benchmarks."""
     rng = np.random.default_rng(seed)
     groups: list[list] = []
-    for photo in allowed_photos():
+    for photo in photos_in_split("train", allowed_photos()):
         grid = max(1, min(4, min(photo.size) // min_tile))
         # Flat tiles (clear sky, blank wallpaper) are indistinguishable from each other.
         groups.append([t.resize((size, size), Image.Resampling.BICUBIC) for t in iter_tiles(photo, grid)
@@ -94,36 +92,6 @@ class CosFace(torch.nn.Module):
         return F.cross_entropy(self.s * (cos - margin), labels)
 
 
-def calibrate(embed, gallery: np.ndarray, positives: np.ndarray, negatives: np.ndarray,
-              target_precision: float) -> dict:
-    """Threshold on the top-1 score so that declared matches reach the target precision.
-
-    gallery (G, D) latents of origins; positives (G, Q, D) edited copies of them;
-    negatives (M, D) queries whose origin is not in the gallery.
-    """
-    g = embed(gallery)
-    pos_q = embed(positives.reshape(-1, positives.shape[-1]))
-    neg_q = embed(negatives)
-    truth = np.repeat(np.arange(len(gallery)), positives.shape[1])
-    pos_scores = pos_q @ g.T
-    top = pos_scores.argmax(1)
-    correct = top == truth
-    scores = np.concatenate([pos_scores.max(1), (neg_q @ g.T).max(1)])
-    is_true_match = np.concatenate([correct, np.zeros(len(neg_q), bool)])
-    order = np.argsort(-scores)
-    tp = np.cumsum(is_true_match[order])
-    precision = tp / np.arange(1, len(order) + 1)
-    ok = np.flatnonzero(precision >= target_precision)
-    # The lowest threshold whose declared matches still reach the target precision.
-    threshold = float(scores[order][ok[-1]]) if len(ok) else float(scores.max() + 1e-6)
-    declared = scores >= threshold
-    decision_acc = float(((declared & is_true_match) | (~declared & ~is_true_match)).mean())
-    return {"threshold": threshold, "target_precision": target_precision,
-            "top1": float(correct.mean()), "recall_at_threshold": float((declared & is_true_match).sum()
-                                                                         / max(1, is_true_match.sum())),
-            "decision_accuracy": decision_acc, "positives": len(pos_q), "negatives": len(neg_q)}
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="origin-id train-transform", description=__doc__.splitlines()[0])
     p.add_argument("--vae", default="indexer/default_model/vae", help="HF id or directory")
@@ -139,7 +107,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ema", type=float, default=0.9999)
     p.add_argument("--scale", type=float, default=64.0)
     p.add_argument("--margin", type=float, default=0.35)
-    p.add_argument("--holdout", type=float, default=0.2, help="share of origins kept for calibration")
     p.add_argument("--target-precision", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -150,10 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     fingerprint = vae_fingerprint(vae)
     latents = make_latent_set(vae, args.origins, args.instances, args.seed,
                               args.run_dir / f"latents-{fingerprint}-{args.origins}x{args.instances}.npy")
-    n_hold = int(len(latents) * args.holdout)
-    train, hold = torch.from_numpy(latents[n_hold:]), latents[:n_hold]
+    train = torch.from_numpy(latents)
     n_classes, k, dim = train.shape
-    print(f"{n_classes} training origins x {k} instances, {n_hold} held out; latent dim {dim}")
+    print(f"{n_classes} training origins x {k} instances; latent dim {dim}")
 
     config = TransformConfig(latent_dim=dim, rank=args.rank, vae_source=str(args.vae),
                              vae_fingerprint=fingerprint)
@@ -209,16 +175,6 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         ema.linear.weight.div_(scale)
 
-    def embed(z: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return ema(torch.from_numpy(np.ascontiguousarray(z)).float()).numpy()
-
-    half = n_hold // 2
-    report = calibrate(embed, hold[:half, 0], hold[:half, 1:], hold[half:, 1:].reshape(-1, dim),
-                       args.target_precision)
-    print("calibration:", json.dumps(report))
-    ema.config.match_threshold = report["threshold"]
-    ema.config.calibration = {**report, "data": f"{n_hold} held-out origins (half gallery, half no-origin)"}
     ema.config.training = {"script": "training/train_transform.py", "loss": "CosFace",
                            "s": args.scale, "m": args.margin, "steps": step, "lr": args.lr,
                            "P": args.per_batch, "K": k, "ema": args.ema, "origins": n_classes,
@@ -226,7 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     ema.save(args.out)
     plot_curve(history, args.run_dir / "loss.png", "CosFace loss", smooth=True)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}; calibrating")
+    from training.calibrate_transform import main as calibrate
+
+    calibrate(["--transform", str(args.out), "--vae", str(args.vae),
+               "--target-precision", str(args.target_precision)])
 
 
 

@@ -1,0 +1,166 @@
+"""``InpaintingAnalyzer``: one query image -> an inpainting verdict and, when warranted, a mask.
+
+Data flow for a query (all on the bundle's device, under the bundle's lock):
+
+1. ``x``: the query resized to 256x256 in [-1, 1], exactly as the embedder
+   sees it; the embedder's VAE latent is reused when given, so the encoder
+   runs once per query for both jobs;
+2. pixel reconstruction error ``|x - D(z)|`` and the LaRE map of the latent
+   denoiser;
+3. ``InpaintingDetector`` -> probability, compared with the calibrated
+   threshold stored in its checkpoint;
+4. when the probability is at least ``localize_threshold`` (the detector is not
+   confident the image is clean), ``MaskDiffusionLocalizer`` samples the mask
+   (10 DDIM steps, x0 predictions averaged, fixed seed), upsampled to the
+   query's size.
+
+Checkpoints live in one directory: ``denoiser.safetensors``,
+``detector.safetensors``, ``localizer.safetensors``.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from detectors import denoiser as den
+from detectors import detector as det
+from detectors import localizer as loc
+from detectors.weights import load_model, save_model
+
+FILES = {"denoiser": "denoiser.safetensors", "detector": "detector.safetensors",
+         "localizer": "localizer.safetensors"}
+
+
+@dataclass
+class InpaintingResult:
+    probability: float
+    inpainted: bool
+    threshold: float
+    localized: bool
+    #: bool (height, width) at the query's size when localized, else None.
+    mask: np.ndarray | None = None
+
+    @property
+    def area_fraction(self) -> float:
+        return float(self.mask.mean()) if self.mask is not None else 0.0
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int] | None:
+        """(x, y, width, height) of the marked pixels, None when none are marked."""
+        if self.mask is None or not self.mask.any():
+            return None
+        ys, xs = np.nonzero(self.mask)
+        return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+    def mask_png(self) -> bytes:
+        if self.mask is None:
+            return b""
+        buf = io.BytesIO()
+        Image.fromarray(self.mask.astype(np.uint8) * 255).save(buf, format="PNG", optimize=False)
+        return buf.getvalue()
+
+
+def preprocess(images: Sequence[Image.Image]) -> torch.Tensor:
+    from indexer.embedder import preprocess as embed_preprocess  # the embedder's exact view
+    return embed_preprocess(images)
+
+
+class InpaintingAnalyzer:
+    def __init__(self, vae: torch.nn.Module, denoiser: den.LatentDenoiser, detector: det.InpaintingDetector,
+                 localizer: loc.MaskDiffusionLocalizer, device: torch.device | str = "cpu",
+                 lock: threading.Lock | None = None, seed: int = 0):
+        self.device = torch.device(device)
+        self.vae = vae
+        self.denoiser = denoiser.to(self.device).eval().requires_grad_(False)
+        self.detector = detector.to(self.device).eval().requires_grad_(False)
+        self.localizer = localizer.to(self.device).eval().requires_grad_(False)
+        self.lock = lock or threading.Lock()
+        self.seed = seed
+
+    @property
+    def threshold(self) -> float:
+        return float(self.detector.config.threshold)
+
+    @property
+    def localize_threshold(self) -> float:
+        return float(self.detector.config.localize_threshold)
+
+    # -- checkpoints --------------------------------------------------------------
+
+    @classmethod
+    def load(cls, directory: str | Path, vae: torch.nn.Module, device: torch.device | str = "cpu",
+             lock: threading.Lock | None = None, vae_fingerprint: str = "") -> InpaintingAnalyzer:
+        directory = Path(directory)
+        missing = [name for name in FILES.values() if not (directory / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"inpainting models incomplete in {directory}: missing {missing}")
+        denoiser = load_model(den.LatentDenoiser, den.DenoiserConfig, directory / FILES["denoiser"], den.FORMAT)
+        detector = load_model(det.InpaintingDetector, det.DetectorConfig, directory / FILES["detector"],
+                              det.FORMAT)
+        localizer = load_model(loc.MaskDiffusionLocalizer, loc.LocalizerConfig, directory / FILES["localizer"],
+                               loc.FORMAT)
+        expected = detector.config.vae_fingerprint
+        if vae_fingerprint and expected and expected != vae_fingerprint:
+            raise ValueError(f"inpainting models in {directory} were trained on VAE fingerprint {expected}, "
+                             f"but the loaded VAE has {vae_fingerprint}; pass the matching --detectors")
+        return cls(vae, denoiser, detector, localizer, device, lock)
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        save_model(self.denoiser, directory / FILES["denoiser"], den.FORMAT)
+        save_model(self.detector, directory / FILES["detector"], det.FORMAT)
+        save_model(self.localizer, directory / FILES["localizer"], loc.FORMAT)
+
+    # -- inference ----------------------------------------------------------------
+
+    @torch.inference_mode()
+    def error_maps(self, x: torch.Tensor, latents: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel reconstruction error (N,3,256,256) and LaRE map (N,4,32,32) of a preprocessed batch."""
+        x = x.to(self.device)
+        if latents is None:
+            latents = self.vae.encode(x).latent_dist.mean
+        latents = latents.reshape(len(x), self.denoiser.config.latent_channels, x.shape[-2] // 8,
+                                  x.shape[-1] // 8).to(self.device)
+        recon = self.vae.decode(latents).sample.clamp(-1, 1)
+        return (x - recon).abs(), self.denoiser.lare(latents, seed=self.seed)
+
+    @torch.inference_mode()
+    def analyze(self, images: Sequence[Image.Image], latents: torch.Tensor | None = None,
+                localize: bool | None = None) -> list[InpaintingResult]:
+        """Verdicts for RGB images. ``latents``: the embedder's latents of the same images, if at hand.
+        ``localize``: None = only when not confidently clean; True/False = always/never."""
+        if not images:
+            return []
+        x = preprocess(images).to(self.device)
+        with self.lock:
+            pixel_error, lare = self.error_maps(x, latents)
+            out = self.detector(x, pixel_error, lare)
+            probs = torch.sigmoid(out.logit).float().cpu().numpy()
+            todo = [i for i, p in enumerate(probs)
+                    if localize or (localize is None and p >= self.localize_threshold)]
+            maps = {}
+            if todo:
+                cond = loc.localizer_condition(out.features[todo], out.mask_logit[todo], pixel_error[todo])
+                sampled = self.localizer.sample(cond, seed=self.seed).float().cpu().numpy()
+                maps = {i: sampled[k, 0] for k, i in enumerate(todo)}
+        results = []
+        for i, (im, p) in enumerate(zip(images, probs)):
+            mask = None
+            if i in maps:
+                mask = upsample_probability(maps[i], im.size) >= self.localizer.config.pixel_threshold
+            results.append(InpaintingResult(float(p), bool(p >= self.threshold), self.threshold, i in maps, mask))
+        return results
+
+
+def upsample_probability(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A low-resolution probability map -> float map at ``size`` = (width, height), bilinear."""
+    small = Image.fromarray(prob.astype(np.float32), mode="F")
+    return np.asarray(small.resize(size, Image.Resampling.BILINEAR))

@@ -1,0 +1,134 @@
+"""Pixel-level localization as conditional mask generation (InpDiffusion, seed 001).
+
+The mask is not read off a segmentation head: a small UNet denoises a noisy
+two-channel map (mask, mask edge) conditioned on the detector's fused
+multi-scale features, its coarse mask logit and the pixel reconstruction
+error. It predicts x0 directly (mask and edge logits, the edge channel
+supervised with the mask boundary, InpDiffusion's edge supervision). Sampling
+is DDIM with ``sample_steps`` (10) steps from pure noise drawn from a seeded
+generator, and the answer is the average of the x0 predictions of all steps,
+so a given query and seed always give the same mask.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from detectors.denoiser import timestep_embedding
+
+FORMAT = "origin-id/mask-diffusion-localizer/v1"
+
+
+@dataclass
+class LocalizerConfig:
+    cond_channels: int = 36
+    widths: list[int] = field(default_factory=lambda: [48, 64, 96])
+    train_timesteps: int = 1000
+    sample_steps: int = 10
+    #: Averaged mask probability at or above which a pixel is called inpainted.
+    pixel_threshold: float = 0.5
+    training: dict = field(default_factory=dict)
+
+
+def cosine_alphas_cumprod(steps: int) -> torch.Tensor:
+    s = 0.008
+    x = torch.linspace(0, steps, steps + 1, dtype=torch.float64)
+    f = torch.cos((x / steps + s) / (1 + s) * math.pi / 2) ** 2
+    ab = (f / f[0])[1:]
+    return ab.clamp(1e-5, 0.9999).float()
+
+
+def mask_edges(mask: torch.Tensor) -> torch.Tensor:
+    """Boundary band of a (N,1,H,W) {0,1} mask: dilation minus erosion."""
+    dilated = nn.functional.max_pool2d(mask, 3, stride=1, padding=1)
+    eroded = -nn.functional.max_pool2d(-mask, 3, stride=1, padding=1)
+    return dilated - eroded
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, emb: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm1 = nn.GroupNorm(8, cout)
+        self.emb = nn.Linear(emb, cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.norm2 = nn.GroupNorm(8, cout)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.silu(self.norm1(self.conv1(x))) + self.emb(e)[:, :, None, None]
+        h = nn.functional.silu(self.norm2(self.conv2(h)))
+        return h + self.skip(x)
+
+
+class MaskDiffusionLocalizer(nn.Module):
+    def __init__(self, config: LocalizerConfig):
+        super().__init__()
+        self.config = config
+        w = config.widths
+        emb = w[0] * 2
+        self.time = nn.Sequential(nn.Linear(w[0], emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.enc = nn.ModuleList([_Block(2 + config.cond_channels, w[0], emb), _Block(w[0], w[1], emb),
+                                  _Block(w[1], w[2], emb)])
+        self.mid = _Block(w[2], w[2], emb)
+        self.dec = nn.ModuleList([_Block(w[2] + w[1], w[1], emb), _Block(w[1] + w[0], w[0], emb)])
+        self.out = nn.Conv2d(w[0], 2, 3, padding=1)
+        self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(config.train_timesteps), persistent=False)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Noisy (mask, edge) in [-1, 1] scale, timesteps, condition -> x0 logits (N, 2, H, W)."""
+        e = self.time(timestep_embedding(t, self.config.widths[0]))
+        h0 = self.enc[0](torch.cat([x_t, cond], 1), e)
+        h1 = self.enc[1](nn.functional.avg_pool2d(h0, 2), e)
+        h2 = self.enc[2](nn.functional.avg_pool2d(h1, 2), e)
+        h = self.mid(h2, e)
+        h = self.dec[0](torch.cat([nn.functional.interpolate(h, scale_factor=2.0), h1], 1), e)
+        h = self.dec[1](torch.cat([nn.functional.interpolate(h, scale_factor=2.0), h0], 1), e)
+        return self.out(h)
+
+    def training_loss(self, cond: torch.Tensor, mask: torch.Tensor,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """mask: (N,1,H,W) in {0,1} at the condition's resolution."""
+        edge = mask_edges(mask)
+        x0 = torch.cat([mask, edge], 1) * 2 - 1
+        t = torch.randint(0, self.config.train_timesteps, (len(x0),), generator=generator, device=x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+        ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        logits = self(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, t, cond)
+        bce = nn.functional.binary_cross_entropy_with_logits
+        prob = torch.sigmoid(logits[:, :1])
+        dice = 1 - (2 * (prob * mask).sum((1, 2, 3)) + 1) / (prob.sum((1, 2, 3)) + mask.sum((1, 2, 3)) + 1)
+        edge_weight = torch.tensor(4.0, device=x0.device)
+        return (bce(logits[:, :1], mask) + dice.mean()
+                + 0.5 * bce(logits[:, 1:], edge, pos_weight=edge_weight))
+
+    @torch.inference_mode()
+    def sample(self, cond: torch.Tensor, seed: int = 0, steps: int | None = None) -> torch.Tensor:
+        """Mask probability (N,1,H,W): DDIM from seeded noise, x0 predictions averaged over steps."""
+        steps = steps or self.config.sample_steps
+        generator = torch.Generator(device=cond.device).manual_seed(seed)
+        n, _, h, w = cond.shape
+        x = torch.randn((n, 2, h, w), generator=generator, device=cond.device)
+        times = torch.linspace(self.config.train_timesteps - 1, 0, steps).round().long().tolist()
+        total = torch.zeros((n, 1, h, w), device=cond.device)
+        for i, t in enumerate(times):
+            logits = self(x, torch.full((n,), t, device=cond.device, dtype=torch.long), cond)
+            total += torch.sigmoid(logits[:, :1])
+            x0 = torch.tanh(logits / 2)  # = 2 * sigmoid(logits) - 1
+            if i + 1 < len(times):
+                ab, ab_next = self.alphas_cumprod[t], self.alphas_cumprod[times[i + 1]]
+                eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+                x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
+        return total / len(times)
+
+
+def localizer_condition(features: torch.Tensor, mask_logit: torch.Tensor,
+                        pixel_error: torch.Tensor) -> torch.Tensor:
+    """The localizer's condition: fused features, coarse mask logit, pooled pixel error."""
+    size = features.shape[-2:]
+    err = nn.functional.adaptive_avg_pool2d(pixel_error, size) * 4
+    return torch.cat([features, mask_logit, err], 1)

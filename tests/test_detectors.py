@@ -1,0 +1,140 @@
+"""The inpainting detector and localizer: serialization, determinism, and the
+bundled models on real images with synthetic inpainting."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from detectors import denoiser as den
+from detectors import detector as det
+from detectors import localizer as loc
+from detectors.analyzer import InpaintingAnalyzer
+from detectors.weights import load_model, save_model
+from training.data import random_crop, skimage_images
+from training.inpainting import finish, inpaint
+
+
+@pytest.fixture(scope="module")
+def analyzer(bundle) -> InpaintingAnalyzer:
+    assert bundle.inpainting is not None, "the bundled inpainting models should load by default"
+    return bundle.inpainting
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[Image.Image]:
+    out = []
+    for path in skimage_images():
+        try:
+            with Image.open(path) as im:
+                if min(im.size) >= 256 and im.mode in ("RGB", "L"):
+                    out.append(im.convert("RGB"))
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.parametrize(("cls", "config_cls", "fmt", "inputs"), [
+    (den.LatentDenoiser, den.DenoiserConfig, den.FORMAT,
+     lambda: (torch.randn(2, 4, 32, 32), torch.tensor([10, 500]))),
+    (det.InpaintingDetector, det.DetectorConfig, det.FORMAT,
+     lambda: (torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64), torch.rand(2, 4, 8, 8))),
+    (loc.MaskDiffusionLocalizer, loc.LocalizerConfig, loc.FORMAT,
+     lambda: (torch.randn(2, 2, 16, 16), torch.tensor([3, 900]), torch.randn(2, 36, 16, 16))),
+])
+def test_models_round_trip_with_their_config(tmp_path, cls, config_cls, fmt, inputs):
+    torch.manual_seed(0)
+    model = cls(config_cls()).eval()
+    model.config.training = {"note": "kept"} if hasattr(model.config, "training") else None
+    path = tmp_path / "m.safetensors"
+    save_model(model, path, fmt)
+    loaded = load_model(cls, config_cls, path, fmt)
+    args = inputs()
+    with torch.no_grad():
+        a, b = model(*args), loaded(*args)
+    a, b = (a[0], b[0]) if isinstance(a, tuple) else (a, b)
+    assert torch.allclose(a, b, atol=1e-6)
+    assert loaded.config == model.config
+    other = loc.FORMAT if fmt != loc.FORMAT else den.FORMAT
+    with pytest.raises(ValueError, match="is not a"):
+        load_model(cls, config_cls, path, other)
+
+
+def test_localizer_sampling_is_deterministic_per_seed():
+    torch.manual_seed(1)
+    model = loc.MaskDiffusionLocalizer(loc.LocalizerConfig()).eval()
+    cond = torch.randn(1, 36, 16, 16)
+    a, b, c = model.sample(cond, seed=3), model.sample(cond, seed=3), model.sample(cond, seed=4)
+    assert a.shape == (1, 1, 16, 16) and float(a.min()) >= 0 and float(a.max()) <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_mask_edges_are_the_boundary_band():
+    mask = torch.zeros(1, 1, 9, 9)
+    mask[..., 3:6, 3:6] = 1
+    edge = loc.mask_edges(mask)
+    assert edge[0, 0, 4, 4] == 0 and edge[0, 0, 0, 0] == 0 and edge[0, 0, 3, 3] == 1 and edge[0, 0, 2, 4] == 1
+
+
+def _jpeg(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def test_bundled_detector_separates_inpainted_from_pristine(analyzer, photos):
+    """Same crops, same finishing; half get a region painted in (OpenCV Telea, a seen fill)."""
+    rng = np.random.default_rng(0)
+    pristine, painted = [], []
+    for i in range(16):
+        crop = random_crop(photos[i % len(photos)], rng, 320, min_frac=0.5)
+        fake = inpaint(crop, ["rectangle", "ellipse", "brush"][i % 3], "telea", rng)
+        pristine.append(_jpeg(finish(crop, fake.mask * False, np.random.default_rng(i))[0]))
+        painted.append(_jpeg(finish(fake.image, fake.mask, np.random.default_rng(i))[0]))
+    p_clean = np.array([r.probability for r in analyzer.analyze(pristine, localize=False)])
+    p_fake = np.array([r.probability for r in analyzer.analyze(painted, localize=False)])
+    auc = (p_fake[:, None] > p_clean[None, :]).mean()
+    assert auc >= 0.8, f"AUC {auc:.2f}: fake {np.round(p_fake, 2)} clean {np.round(p_clean, 2)}"
+
+
+def test_verdict_mask_is_at_query_size_and_deterministic(analyzer, photos):
+    rng = np.random.default_rng(5)
+    crop = random_crop(photos[0], rng, 300, min_frac=0.6).resize((300, 220))
+    fake = inpaint(crop, "rectangle", "telea", rng)
+    query = _jpeg(finish(fake.image, fake.mask, rng)[0])
+    first, again = analyzer.analyze([query], localize=True)[0], analyzer.analyze([query], localize=True)[0]
+    assert first.localized and first.mask.shape == (220, 300)
+    assert np.array_equal(first.mask, again.mask) and first.probability == again.probability
+    png = Image.open(io.BytesIO(first.mask_png()))
+    assert png.size == (300, 220) and set(np.unique(np.asarray(png))) <= {0, 255}
+    if first.mask.any():
+        x, y, w, h = first.bbox
+        assert first.mask[y:y + h, x:x + w].sum() == first.mask.sum()
+        assert first.area_fraction == pytest.approx(first.mask.mean())
+
+
+def test_localization_is_skipped_when_confidently_clean(analyzer, photos):
+    query = photos[1]
+    config = analyzer.detector.config
+    saved = config.localize_threshold
+    try:
+        config.localize_threshold = 1.01  # nothing reaches it: always "confidently clean"
+        skipped = analyzer.analyze([query])[0]
+        config.localize_threshold = 0.0
+        done = analyzer.analyze([query])[0]
+    finally:
+        config.localize_threshold = saved
+    assert not skipped.localized and skipped.mask is None and skipped.mask_png() == b""
+    assert done.localized and done.mask.shape == (query.height, query.width)
+    assert skipped.probability == done.probability
+
+
+def test_detectors_refuse_a_different_vae(bundle, tmp_path):
+    analyzer = bundle.inpainting
+    analyzer.save(tmp_path)
+    with pytest.raises(ValueError, match="fingerprint"):
+        InpaintingAnalyzer.load(tmp_path, bundle.vae, vae_fingerprint="0" * 16)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        InpaintingAnalyzer.load(tmp_path / "nowhere", bundle.vae)

@@ -1,0 +1,304 @@
+"""Train the bundled inpainting models: latent denoiser, detector, localizer.
+
+    python -m training.train_detectors --out indexer/default_model/inpainting
+
+Stages (each cached under ``--work-dir``; a rerun skips what is done):
+
+1. ``samples``: synthetic inpainting examples (``training.inpainting``) from
+   the *train* and *val* photo splits (``training.data.split_of``), seen mask
+   types and fills only; real and inpainted examples alike are sometimes
+   globally edited and always JPEG-finished. Through the shared VAE: the 256 px
+   view, its latent and the pixel reconstruction error.
+2. ``denoiser``: ``LatentDenoiser`` on the latents of pristine train samples.
+3. ``detector``: ``InpaintingDetector`` (image BCE + coarse-mask BCE/Dice),
+   the checkpoint with the best validation AUC is kept; then calibration on the
+   val split: ``threshold`` = the 96th percentile of the probabilities of val
+   negatives (pristine and globally edited), i.e. at most ~4% false positives,
+   a margin under the 5% target; ``localize_threshold`` = the 2nd percentile of
+   val positives, so the localizer is skipped only for confidently clean images.
+4. ``localizer``: ``MaskDiffusionLocalizer`` on the frozen detector's condition.
+
+Writes loss curves (PNG) to ``training/results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from detectors import denoiser as den
+from detectors import detector as det
+from detectors import localizer as loc
+from detectors.analyzer import InpaintingAnalyzer, preprocess
+from detectors.weights import save_model
+from indexer.transform import vae_fingerprint
+from indexer.vae import load_vae
+from training.data import allowed_photos, photos_in_split
+from training.inpainting import FILLS, GLOBAL_EDIT_FAMILIES, MASKS, UNSEEN_FILLS, UNSEEN_MASKS, make_sample
+from training.plots import plot_curve
+
+SEEN_MASKS = [m for m in MASKS if m not in UNSEEN_MASKS]
+SEEN_FILLS = [f for f in FILLS if f not in UNSEEN_FILLS]
+#: Global edits used in training; cartoon and film stay out, to measure how the
+#: false-positive rate carries over to edits the detector never saw.
+TRAIN_GLOBAL_EDITS = [e for e in GLOBAL_EDIT_FAMILIES if e not in ("cartoon", "film")]
+GEOMETRIC = {"crop_resize"}
+
+
+def generate(photos: list[Image.Image], n: int, seed: int, *, masks: list[str], fills: list[str],
+             global_edits: list[str], desc: str):
+    """n samples, half inpainted; half of the pristine and a quarter of the inpainted globally edited."""
+    rng = np.random.default_rng(seed)
+    for i in tqdm(range(n), desc=desc, unit="img", dynamic_ncols=True):
+        inpainted = i % 2 == 1
+        edit = ""
+        if rng.random() < (0.25 if inpainted else 0.5):
+            choices = [e for e in global_edits if not (inpainted and e in GEOMETRIC)]
+            edit = str(rng.choice(choices))
+        photo = photos[int(rng.integers(len(photos)))]
+        yield make_sample(photo, rng, inpainted=inpainted, masks=masks, fills=fills, global_edit=edit)
+
+
+def mask_256(mask: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((256, 256), Image.Resampling.BILINEAR)) > 127
+
+
+@torch.inference_mode()
+def featurize(vae, samples, n: int) -> dict[str, np.ndarray]:
+    """Samples -> the arrays the detector trains on (256 px view, latent, pixel error, mask)."""
+    xs, lats, errs, masks, labels, meta = [], [], [], [], [], []
+    for s in samples:
+        im = Image.open(io.BytesIO(s.jpeg)).convert("RGB")
+        x = preprocess([im])
+        z = vae.encode(x).latent_dist.mean
+        err = (x - vae.decode(z).sample.clamp(-1, 1)).abs()
+        xs.append(((x[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy())
+        lats.append(z[0].numpy().astype(np.float16))
+        errs.append(err[0].numpy().astype(np.float16))
+        masks.append(mask_256(s.mask))
+        labels.append(s.inpainted)
+        meta.append({"mask_type": s.mask_type, "fill": s.fill, "global_edit": s.global_edit})
+    return {"x": np.stack(xs), "latent": np.stack(lats), "error": np.stack(errs), "mask": np.stack(masks),
+            "label": np.asarray(labels), "meta": np.asarray([json.dumps(m) for m in meta])}
+
+
+def load_or_build(path: Path, build) -> dict[str, np.ndarray]:
+    if path.exists():
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    arrays = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return arrays
+
+
+def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, lare: np.ndarray, flip: bool = False):
+    x = torch.from_numpy(data["x"][idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    err = torch.from_numpy(data["error"][idx].astype(np.float32))
+    lr = torch.from_numpy(lare[idx].astype(np.float32))
+    mask = torch.from_numpy(data["mask"][idx]).float()[:, None]
+    y = torch.from_numpy(data["label"][idx]).float()
+    if flip:
+        x, err, lr, mask = (t.flip(-1) for t in (x, err, lr, mask))
+    return x, err, lr, mask, y
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    order = np.argsort(scores)
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    pos = labels.astype(bool)
+    n_pos, n_neg = pos.sum(), (~pos).sum()
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / max(n_pos * n_neg, 1))
+
+
+@torch.inference_mode()
+def detector_outputs(model: det.InpaintingDetector, data, lare, batch: int = 32, want_cond: bool = False):
+    model.eval()
+    probs, conds = [], []
+    for start in range(0, len(data["label"]), batch):
+        idx = np.arange(start, min(start + batch, len(data["label"])))
+        x, err, lr, _, _ = batch_tensors(data, idx, lare)
+        out = model(x, err, lr)
+        probs.append(torch.sigmoid(out.logit).numpy())
+        if want_cond:
+            conds.append(loc.localizer_condition(out.features, out.mask_logit, err).half().numpy())
+    return np.concatenate(probs), (np.concatenate(conds) if want_cond else None)
+
+
+def train_denoiser(train, args, results: Path) -> den.LatentDenoiser:
+    latents = torch.from_numpy(train["latent"][~train["label"]].astype(np.float32))
+    config = den.DenoiserConfig(latent_scale=float(latents.std()))
+    model = den.LatentDenoiser(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=args.denoiser_steps, pct_start=0.05)
+    gen = torch.Generator().manual_seed(args.seed)
+    history = []
+    for step in tqdm(range(args.denoiser_steps), desc="denoiser", unit="step", dynamic_ncols=True):
+        idx = torch.randint(0, len(latents), (64,), generator=gen)
+        z = latents[idx]
+        z = torch.where(torch.rand(len(z), 1, 1, 1, generator=gen) < 0.5, z, z.flip(-1))
+        loss = model.training_loss(z, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append((step, float(loss)))
+    plot_curve(history, results / "denoiser_loss.png", "noise MSE", smooth=True)
+    return model.eval()
+
+
+def train_detector(train, val, lare_train, lare_val, args, results: Path, fingerprint: str):
+    config = det.DetectorConfig(vae_fingerprint=fingerprint)
+    model = det.InpaintingDetector(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.detector_steps,
+                                                pct_start=0.05)
+    rng = np.random.default_rng(args.seed)
+    history, best = [], (-1.0, None)
+    bar = tqdm(range(args.detector_steps), desc="detector", unit="step", dynamic_ncols=True)
+    for step in bar:
+        model.train()
+        idx = rng.integers(0, len(train["label"]), args.batch)
+        x, err, lr, mask, y = batch_tensors(train, idx, lare_train, flip=bool(rng.random() < 0.5))
+        out = model(x, err, lr)
+        mask64 = (F.avg_pool2d(mask, 4) >= 0.5).float()
+        prob = torch.sigmoid(out.mask_logit)
+        dice = 1 - (2 * (prob * mask64).sum((1, 2, 3)) + 1) / (prob.sum((1, 2, 3)) + mask64.sum((1, 2, 3)) + 1)
+        loss = (F.binary_cross_entropy_with_logits(out.logit, y)
+                + F.binary_cross_entropy_with_logits(out.mask_logit, mask64, pos_weight=torch.tensor(3.0))
+                + (dice * y).sum() / y.sum().clamp(min=1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append((step, float(loss)))
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.detector_steps:
+            probs, _ = detector_outputs(model, val, lare_val)
+            score = auc(probs, val["label"])
+            bar.set_postfix(val_auc=f"{score:.3f}")
+            if score > best[0]:
+                best = (score, {k: v.clone() for k, v in model.state_dict().items()})
+    plot_curve(history, results / "detector_loss.png", "detector loss", smooth=True)
+    model.load_state_dict(best[1])
+    model.eval()
+    probs, _ = detector_outputs(model, val, lare_val)
+    labels = val["label"].astype(bool)
+    threshold = float(np.quantile(probs[~labels], 0.96))
+    localize = float(min(np.quantile(probs[labels], 0.02), threshold))
+    config.threshold, config.localize_threshold = threshold, localize
+    config.calibration = {
+        "data": f"val photo split, {int((~labels).sum())} negatives (pristine / globally edited) and "
+                f"{int(labels.sum())} inpainted (seen masks and fills)",
+        "rule": "threshold = 96th percentile of negatives (<= 5% false positives with margin); "
+                "localize_threshold = 2nd percentile of positives",
+        "val_auc": round(auc(probs, val["label"]), 4),
+        "val_fpr": round(float((probs[~labels] >= threshold).mean()), 4),
+        "val_tpr": round(float((probs[labels] >= threshold).mean()), 4),
+    }
+    config.training = {"steps": args.detector_steps, "batch": args.batch, "lr": args.lr,
+                       "train_samples": len(train["label"]), "best_val_auc": round(best[0], 4)}
+    return model
+
+
+def train_localizer(cond: np.ndarray, train, args, results: Path) -> loc.MaskDiffusionLocalizer:
+    config = loc.LocalizerConfig(cond_channels=cond.shape[1])
+    model = loc.MaskDiffusionLocalizer(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.localizer_steps,
+                                                pct_start=0.05)
+    masks = (F.avg_pool2d(torch.from_numpy(train["mask"]).float()[:, None], 4) >= 0.5).float()
+    labels = train["label"].astype(bool)
+    pos, neg = np.nonzero(labels)[0], np.nonzero(~labels)[0]
+    rng = np.random.default_rng(args.seed + 1)
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    history = []
+    model.train()
+    for step in tqdm(range(args.localizer_steps), desc="localizer", unit="step", dynamic_ncols=True):
+        # Mostly inpainted examples; some clean ones so "nothing here" is a possible answer.
+        idx = np.where(rng.random(args.batch) < 0.8, rng.choice(pos, args.batch), rng.choice(neg, args.batch))
+        c, m = torch.from_numpy(cond[idx].astype(np.float32)), masks[idx]
+        if rng.random() < 0.5:
+            c, m = c.flip(-1), m.flip(-1)
+        loss = model.training_loss(c, m, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append((step, float(loss)))
+    plot_curve(history, results / "localizer_loss.png", "localizer loss", smooth=True)
+    config.training = {"steps": args.localizer_steps, "batch": args.batch, "lr": args.lr}
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--vae", default="indexer/default_model/vae")
+    p.add_argument("--out", type=Path, default=Path("indexer/default_model/inpainting"))
+    p.add_argument("--work-dir", type=Path, default=Path(".data/detectors"))
+    p.add_argument("--results", type=Path, default=Path("training/results"))
+    p.add_argument("--train-samples", type=int, default=3000)
+    p.add_argument("--val-samples", type=int, default=600)
+    p.add_argument("--denoiser-steps", type=int, default=1500)
+    p.add_argument("--detector-steps", type=int, default=2500)
+    p.add_argument("--localizer-steps", type=int, default=2500)
+    p.add_argument("--batch", type=int, default=24)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    args.results.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    vae = load_vae(args.vae).eval()
+    fingerprint = vae_fingerprint(vae)
+    photos = allowed_photos()
+    common = {"masks": SEEN_MASKS, "fills": SEEN_FILLS, "global_edits": TRAIN_GLOBAL_EDITS}
+    tag = fingerprint[:8]
+    train = load_or_build(args.work_dir / f"train-{tag}-{args.train_samples}.npz", lambda: featurize(
+        vae, generate(photos_in_split("train", photos), args.train_samples, args.seed, desc="train samples",
+                      **common), args.train_samples))
+    val = load_or_build(args.work_dir / f"val-{tag}-{args.val_samples}.npz", lambda: featurize(
+        vae, generate(photos_in_split("val", photos), args.val_samples, args.seed + 7, desc="val samples",
+                      **common), args.val_samples))
+
+    denoiser_path = args.work_dir / f"denoiser-{tag}.safetensors"
+    if denoiser_path.exists():
+        from detectors.weights import load_model
+        denoiser = load_model(den.LatentDenoiser, den.DenoiserConfig, denoiser_path, den.FORMAT)
+    else:
+        denoiser = train_denoiser(train, args, args.results)
+        save_model(denoiser, denoiser_path, den.FORMAT)
+
+    def lare_of(data):
+        out = []
+        for start in range(0, len(data["latent"]), 64):
+            z = torch.from_numpy(data["latent"][start:start + 64].astype(np.float32))
+            out.append(denoiser.lare(z).half().numpy())
+        return np.concatenate(out)
+
+    lare_train, lare_val = lare_of(train), lare_of(val)
+    detector = train_detector(train, val, lare_train, lare_val, args, args.results, fingerprint)
+    print("detector calibration:", json.dumps(detector.config.calibration))
+    _, cond = detector_outputs(detector, train, lare_train, want_cond=True)
+    localizer = train_localizer(cond, train, args, args.results)
+    analyzer = InpaintingAnalyzer(vae, denoiser, detector, localizer)
+    analyzer.save(args.out)
+    print(f"saved to {args.out} in {(time.time() - started) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
