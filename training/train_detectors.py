@@ -135,6 +135,14 @@ def detector_outputs(model: det.InpaintingDetector, data, lare, batch: int = 32,
     return np.concatenate(probs), (np.concatenate(conds) if want_cond else None)
 
 
+def optimize(opt: torch.optim.Optimizer, sched, loss: torch.Tensor) -> None:
+    """One optimiser and schedule step on ``loss`` (the same for all three models)."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+
+
 def train_denoiser(train, args, results: Path) -> den.LatentDenoiser:
     latents = torch.from_numpy(train["latent"][~train["label"]].astype(np.float32))
     config = den.DenoiserConfig(latent_scale=float(latents.std()))
@@ -148,10 +156,7 @@ def train_denoiser(train, args, results: Path) -> den.LatentDenoiser:
         z = latents[idx]
         z = torch.where(torch.rand(len(z), 1, 1, 1, generator=gen) < 0.5, z, z.flip(-1))
         loss = model.training_loss(z, gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+        optimize(opt, sched, loss)
         history.append((step, float(loss)))
     plot_curve(history, results / "denoiser_loss.png", "noise MSE", smooth=True)
     return model.eval()
@@ -177,10 +182,7 @@ def train_detector(train, val, lare_train, lare_val, args, results: Path, finger
         loss = (F.binary_cross_entropy_with_logits(out.logit, y)
                 + F.binary_cross_entropy_with_logits(out.mask_logit, mask64, pos_weight=torch.tensor(3.0))
                 + (dice * y).sum() / y.sum().clamp(min=1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+        optimize(opt, sched, loss)
         history.append((step, float(loss)))
         if (step + 1) % args.eval_every == 0 or step + 1 == args.detector_steps:
             probs, _ = detector_outputs(model, val, lare_val)
@@ -230,10 +232,7 @@ def train_localizer(cond: np.ndarray, train, args, results: Path) -> loc.MaskDif
         if rng.random() < 0.5:
             c, m = c.flip(-1), m.flip(-1)
         loss = model.training_loss(c, m, gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+        optimize(opt, sched, loss)
         history.append((step, float(loss)))
     plot_curve(history, results / "localizer_loss.png", "localizer loss", smooth=True)
     config.training = {"steps": args.localizer_steps, "batch": args.batch, "lr": args.lr}
