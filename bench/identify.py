@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from bench.service import machine
@@ -38,7 +37,7 @@ from indexer.config import Settings
 from indexer.embedder import Embedder
 from indexer.model_bundle import ModelBundle
 from indexer.query_views import query_views
-from training.data import allowed_photos, is_flat, iter_tiles, procedural_image, split_of
+from training.data import allowed_photos, photo_tiles, procedural_image, split_of
 from training.edits import FAMILIES, apply
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -57,8 +56,7 @@ def build_sets(n_gallery: int, n_outside: int, seed: int, size: int = 320):
     rng = np.random.default_rng(seed)
     test, other = [], []
     for photo in allowed_photos():
-        grid = max(1, min(4, min(photo.size) // 160))
-        tiles = [t.resize((size, size), Image.Resampling.BICUBIC) for t in iter_tiles(photo, grid) if not is_flat(t)]
+        tiles = photo_tiles(photo, size)
         if tiles:
             (test if split_of(photo) == "test" else other).append(tiles)
     rng.shuffle(test)

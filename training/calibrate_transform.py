@@ -35,7 +35,7 @@ from indexer.embedder import Embedder
 from indexer.model_bundle import ModelBundle
 from indexer.query_views import query_views
 from indexer.transform import LinearTransform
-from training.data import allowed_photos, is_flat, iter_tiles, photos_in_split, procedural_image
+from training.data import allowed_photos, photo_tiles, photos_in_split, procedural_image
 from training.edits import random_seen_edit
 
 
@@ -49,14 +49,6 @@ def threshold_for_precision(scores: np.ndarray, is_true_match: np.ndarray, targe
     return {"threshold": threshold, "target_precision": target,
             "recall_at_threshold": float((declared & is_true_match).sum() / max(1, is_true_match.sum())),
             "decision_accuracy": float((declared == is_true_match).mean())}
-
-
-def tiles_of(photos: list[Image.Image], size: int = 320) -> list[Image.Image]:
-    out = []
-    for photo in photos:
-        grid = max(1, min(4, min(photo.size) // 160))
-        out += [t.resize((size, size), Image.Resampling.BICUBIC) for t in iter_tiles(photo, grid) if not is_flat(t)]
-    return out
 
 
 def embed_queries(embedder: Embedder, queries: list[Image.Image], settings: Settings) -> list[np.ndarray]:
@@ -82,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     transform_path = Path(settings.transform or settings.model_dir / "transform.safetensors")
     rng = np.random.default_rng(args.seed)
 
-    tiles = tiles_of(photos_in_split("val", allowed_photos()))
+    tiles = [t for photo in photos_in_split("val", allowed_photos()) for t in photo_tiles(photo)]
     rng.shuffle(tiles)
     outside_tiles, gallery_tiles = tiles[: len(tiles) // 4], tiles[len(tiles) // 4:]
     gallery = gallery_tiles + [procedural_image(5_000_000 + i, size=320)

@@ -161,6 +161,13 @@ def random_crop(im: Image.Image, rng: np.random.Generator, out: int,
     return im.crop((x, y, x + cw, y + ch)).resize((out, out), Image.Resampling.BICUBIC)
 
 
+def photo_tiles(photo: Image.Image, size: int = 320, min_tile: int = 160) -> list[Image.Image]:
+    """Up to 4x4 non-overlapping tiles of a photo (at least ``min_tile`` px each), resized to
+    ``size``; flat tiles (clear sky, blank wallpaper) are dropped, they are indistinguishable."""
+    grid = max(1, min(4, min(photo.size) // min_tile))
+    return [t.resize((size, size), Image.Resampling.BICUBIC) for t in iter_tiles(photo, grid) if not is_flat(t)]
+
+
 def iter_tiles(im: Image.Image, grid: int) -> Iterator[Image.Image]:
     """Non-overlapping grid x grid tiles of an image (hard negatives of each other)."""
     w, h = im.size

@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
 from indexer.embedder import preprocess
 from indexer.transform import LinearTransform, TransformConfig, vae_fingerprint
 from indexer.vae import load_vae
-from training.data import allowed_photos, is_flat, iter_tiles, photos_in_split, procedural_image
+from training.data import allowed_photos, photo_tiles, photos_in_split, procedural_image
 from training.edits import random_seen_edit
 from training.plots import plot_curve
 
@@ -44,10 +43,7 @@ def build_origins(n: int, seed: int, size: int = 320, min_tile: int = 160):
     rng = np.random.default_rng(seed)
     groups: list[list] = []
     for photo in photos_in_split("train", allowed_photos()):
-        grid = max(1, min(4, min(photo.size) // min_tile))
-        # Flat tiles (clear sky, blank wallpaper) are indistinguishable from each other.
-        groups.append([t.resize((size, size), Image.Resampling.BICUBIC) for t in iter_tiles(photo, grid)
-                       if not is_flat(t)])
+        groups.append(photo_tiles(photo, size, min_tile))
     rng.shuffle(groups)
     origins = [tile for group in groups for tile in group][:n]
     origins += [procedural_image(seed * 100_003 + i, size=size) for i in range(n - len(origins))]
