@@ -34,6 +34,7 @@ from detectors import denoiser as den
 from detectors import detector as det
 from detectors import localizer as loc
 from detectors.weights import load_model, save_model
+from indexer.vae import preprocess
 
 FILES = {"denoiser": "denoiser.safetensors", "detector": "detector.safetensors",
          "localizer": "localizer.safetensors"}
@@ -66,11 +67,6 @@ class InpaintingResult:
         buf = io.BytesIO()
         Image.fromarray(self.mask.astype(np.uint8) * 255).save(buf, format="PNG", optimize=False)
         return buf.getvalue()
-
-
-def preprocess(images: Sequence[Image.Image]) -> torch.Tensor:
-    from indexer.embedder import preprocess as embed_preprocess  # the embedder's exact view
-    return embed_preprocess(images)
 
 
 class InpaintingAnalyzer:

@@ -15,18 +15,7 @@ import torch
 from PIL import Image
 
 from indexer.model_bundle import ModelBundle
-from indexer.vae import INPUT_SIZE
-
-
-def preprocess(images: Sequence[Image.Image]) -> torch.Tensor:
-    """RGB images -> float tensor (N, 3, 256, 256) in [-1, 1]."""
-    arrays = [
-        np.asarray(im.convert("RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC),
-                   dtype=np.float32)
-        for im in images
-    ]
-    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-    return batch / 127.5 - 1.0
+from indexer.vae import preprocess
 
 
 class Embedder:

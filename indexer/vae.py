@@ -14,11 +14,14 @@ Two ways to get one:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL
+from PIL import Image
 
 #: Input side the encoder sees (ID2: resize to 256x256, no crop).
 INPUT_SIZE = 256
@@ -68,3 +71,17 @@ def load_vae(source: str | Path, *, dtype: torch.dtype = torch.float32) -> Autoe
     except (OSError, ValueError):
         # A repository that is a VAE by itself (e.g. stabilityai/sd-vae-ft-mse).
         return AutoencoderKL.from_pretrained(source, torch_dtype=dtype, low_cpu_mem_usage=False)
+
+
+def preprocess(images: Sequence[Image.Image]) -> torch.Tensor:
+    """RGB images -> the VAE's input: float tensor (N, 3, 256, 256) in [-1, 1].
+
+    ID2's view: resized to 256x256 (no crop); the embedder and the inpainting
+    detectors both use it, so they see the same pixels."""
+    arrays = [
+        np.asarray(im.convert("RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC),
+                   dtype=np.float32)
+        for im in images
+    ]
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return batch / 127.5 - 1.0

@@ -38,10 +38,10 @@ from tqdm import tqdm
 from detectors import denoiser as den
 from detectors import detector as det
 from detectors import localizer as loc
-from detectors.analyzer import InpaintingAnalyzer, preprocess
+from detectors.analyzer import InpaintingAnalyzer
 from detectors.weights import save_model
 from indexer.transform import vae_fingerprint
-from indexer.vae import load_vae
+from indexer.vae import load_vae, preprocess
 from training.data import allowed_photos, photos_in_split
 from training.inpainting import FILLS, GLOBAL_EDIT_FAMILIES, MASKS, UNSEEN_FILLS, UNSEEN_MASKS, make_sample
 from training.plots import plot_curve

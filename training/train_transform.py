@@ -28,9 +28,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from indexer.embedder import preprocess
 from indexer.transform import LinearTransform, TransformConfig, vae_fingerprint
-from indexer.vae import load_vae
+from indexer.vae import load_vae, preprocess
 from training.data import allowed_photos, photo_tiles, photos_in_split, procedural_image
 from training.edits import random_seen_edit
 from training.plots import plot_curve
