@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
+from bench.identify import micro_ap
 from bench.service import machine
 from detectors.analyzer import InpaintingAnalyzer, InpaintingResult
 from indexer.config import Settings
@@ -100,12 +101,8 @@ def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 def average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
-    scores = np.concatenate([pos, neg])
-    labels = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
-    order = np.argsort(-scores, kind="stable")
-    hits = labels[order]
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float((precision * hits).sum() / max(hits.sum(), 1))
+    labels = np.concatenate([np.ones(len(pos), bool), np.zeros(len(neg), bool)])
+    return micro_ap(np.concatenate([pos, neg]), labels, len(pos))[0]
 
 
 def tpr_at_fpr(pos: np.ndarray, neg: np.ndarray, fpr: float = 0.05) -> float:

@@ -49,6 +49,12 @@ def mask_edges(mask: torch.Tensor) -> torch.Tensor:
     return dilated - eroded
 
 
+def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample 1 - soft Dice of (N,1,H,W) probabilities against a {0,1} mask (+1 smoothing)."""
+    overlap = (prob * target).sum((1, 2, 3))
+    return 1 - (2 * overlap + 1) / (prob.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+
+
 class _Block(nn.Module):
     def __init__(self, cin: int, cout: int, emb: int):
         super().__init__()
@@ -100,10 +106,8 @@ class MaskDiffusionLocalizer(nn.Module):
         ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         logits = self(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, t, cond)
         bce = nn.functional.binary_cross_entropy_with_logits
-        prob = torch.sigmoid(logits[:, :1])
-        dice = 1 - (2 * (prob * mask).sum((1, 2, 3)) + 1) / (prob.sum((1, 2, 3)) + mask.sum((1, 2, 3)) + 1)
         edge_weight = torch.tensor(4.0, device=x0.device)
-        return (bce(logits[:, :1], mask) + dice.mean()
+        return (bce(logits[:, :1], mask) + soft_dice_loss(torch.sigmoid(logits[:, :1]), mask).mean()
                 + 0.5 * bce(logits[:, 1:], edge, pos_weight=edge_weight))
 
     @torch.inference_mode()

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from bench.inpainting import roc_auc
 from detectors import denoiser as den
 from detectors import detector as det
 from detectors import localizer as loc
@@ -113,12 +114,9 @@ def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, lare: np.ndarray
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    order = np.argsort(scores)
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    pos = labels.astype(bool)
-    n_pos, n_neg = pos.sum(), (~pos).sum()
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / max(n_pos * n_neg, 1))
+    """ROC AUC of scores against boolean labels, computed as the benchmark computes it."""
+    labels = labels.astype(bool)
+    return roc_auc(scores[labels], scores[~labels])
 
 
 @torch.inference_mode()
@@ -177,8 +175,7 @@ def train_detector(train, val, lare_train, lare_val, args, results: Path, finger
         x, err, lr, mask, y = batch_tensors(train, idx, lare_train, flip=bool(rng.random() < 0.5))
         out = model(x, err, lr)
         mask64 = (F.avg_pool2d(mask, 4) >= 0.5).float()
-        prob = torch.sigmoid(out.mask_logit)
-        dice = 1 - (2 * (prob * mask64).sum((1, 2, 3)) + 1) / (prob.sum((1, 2, 3)) + mask64.sum((1, 2, 3)) + 1)
+        dice = loc.soft_dice_loss(torch.sigmoid(out.mask_logit), mask64)
         loss = (F.binary_cross_entropy_with_logits(out.logit, y)
                 + F.binary_cross_entropy_with_logits(out.mask_logit, mask64, pos_weight=torch.tensor(3.0))
                 + (dice * y).sum() / y.sum().clamp(min=1))
