@@ -88,19 +88,23 @@ def bundle() -> ModelBundle:
     return ModelBundle.load(Settings.from_env({}))
 
 
-@pytest.fixture(scope="session")
-def reference_images() -> list[Image.Image]:
-    """Distinct images: scikit-image photographs and procedural scenes."""
+def skimage_photos(min_side: int, modes: tuple[str, ...] | None = None) -> list[Image.Image]:
+    """scikit-image's sample images with both sides >= min_side (optionally of these modes), as RGB."""
     ims = []
     for path in skimage_images():
         try:
             with Image.open(path) as im:
-                if min(im.size) >= 128:
+                if min(im.size) >= min_side and (modes is None or im.mode in modes):
                     ims.append(im.convert("RGB"))
         except OSError:
             continue
-    ims += [procedural_image(50_000 + i, size=320) for i in range(8)]
     return ims
+
+
+@pytest.fixture(scope="session")
+def reference_images() -> list[Image.Image]:
+    """Distinct images: scikit-image photographs and procedural scenes."""
+    return skimage_photos(128) + [procedural_image(50_000 + i, size=320) for i in range(8)]
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ from detectors import detector as det
 from detectors import localizer as loc
 from detectors.analyzer import InpaintingAnalyzer
 from detectors.weights import load_model, save_model
-from training.data import random_crop, skimage_images
+from tests.conftest import skimage_photos
+from training.data import random_crop
 from training.inpainting import finish, inpaint
 
 
@@ -27,15 +28,7 @@ def analyzer(bundle) -> InpaintingAnalyzer:
 
 @pytest.fixture(scope="module")
 def photos() -> list[Image.Image]:
-    out = []
-    for path in skimage_images():
-        try:
-            with Image.open(path) as im:
-                if min(im.size) >= 256 and im.mode in ("RGB", "L"):
-                    out.append(im.convert("RGB"))
-        except OSError:
-            continue
-    return out
+    return skimage_photos(256, modes=("RGB", "L"))
 
 
 @pytest.mark.parametrize(("cls", "config_cls", "fmt", "inputs"), [
