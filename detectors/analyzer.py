@@ -3,8 +3,8 @@
 Data flow for a query (all on the bundle's device, under the bundle's lock):
 
 1. ``x``: the query resized to 256x256 in [-1, 1], exactly as the embedder
-   sees it; the embedder's VAE latent is reused when given, so the encoder
-   runs once per query for both jobs;
+   sees it; the embedder's view and VAE latent are reused when given, so the
+   resize and the encoder run once per query for both jobs;
 2. pixel reconstruction error ``|x - D(z)|`` and the LaRE map of the latent
    denoiser;
 3. ``InpaintingDetector`` -> probability, compared with the calibrated
@@ -130,12 +130,13 @@ class InpaintingAnalyzer:
 
     @torch.inference_mode()
     def analyze(self, images: Sequence[Image.Image], latents: torch.Tensor | None = None,
-                localize: bool | None = None) -> list[InpaintingResult]:
-        """Verdicts for RGB images. ``latents``: the embedder's latents of the same images, if at hand.
+                localize: bool | None = None, inputs: torch.Tensor | None = None) -> list[InpaintingResult]:
+        """Verdicts for RGB images. ``latents`` / ``inputs``: the embedder's latents and
+        ``preprocess``-ed batch of the same images, if at hand (not recomputed then).
         ``localize``: None = only when not confidently clean; True/False = always/never."""
         if not images:
             return []
-        x = preprocess(images).to(self.device)
+        x = (inputs if inputs is not None else preprocess(images)).to(self.device)
         with self.lock:
             pixel_error, lare = self.error_maps(x, latents)
             out = self.detector(x, pixel_error, lare)

@@ -30,9 +30,13 @@ class Embedder:
     @torch.inference_mode()
     def latents(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Flattened VAE latent means (N, latent_dim) on the bundle's device."""
-        x = preprocess(images).to(self.bundle.device)
+        return self.encode(preprocess(images))
+
+    @torch.inference_mode()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``latents`` of an already preprocessed batch (``indexer.vae.preprocess``)."""
         with self.bundle.lock:
-            mean = self.bundle.vae.encode(x).latent_dist.mean
+            mean = self.bundle.vae.encode(x.to(self.bundle.device)).latent_dist.mean
         return mean.flatten(1).float()
 
     @torch.inference_mode()

@@ -29,6 +29,7 @@ from indexer.store import Reference
 from indexer.store.embedded import EmbeddedPostgres
 from indexer.store.migrate import upgrade
 from indexer.store.postgres import PostgresStore
+from indexer.vae import preprocess
 from indexer.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -112,14 +113,15 @@ class OriginIndex:
             raise InvalidRequest(f"top_k must be between 1 and {self.settings.max_top_k}, got {top_k}")
         query = self.decode(data)
         views = query_views(query.image, flip=self.settings.query_flip, trim=self.settings.query_trim)
-        latents = self.embedder.latents(views)
+        x = preprocess(views)  # once: the detectors reuse the query's view (a large photo's resize is slow)
+        latents = self.embedder.encode(x)
         candidates = self.search(self.embedder.project(latents), top_k, collection)
         threshold = self.match_threshold
         match = bool(candidates) and candidates[0].score >= threshold
         verdict = None
         if self.settings.inpainting and self.bundle.inpainting is not None:
             # The same encoder pass serves both jobs: the detector reuses the query's latent.
-            verdict = self.bundle.inpainting.analyze([query.image], latents[:1])[0]
+            verdict = self.bundle.inpainting.analyze([query.image], latents[:1], inputs=x[:1])[0]
         return Identification(query, candidates, match, threshold, verdict)
 
     def search(self, vectors: np.ndarray, top_k: int, collection: str = "") -> list[Candidate]:
