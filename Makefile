@@ -41,8 +41,8 @@ train-transform: fetch-data
 
 ## Inpainting denoiser + detector + localizer (about 45 minutes on 2 cores).
 train-detectors: fetch-data
-	$(BIN)/python -m training.train_detectors --denoiser-steps 600 --detector-steps 1800 --localizer-steps 1500 \
-		--eval-every 300
+	$(BIN)/python -m training.train_detectors --train-samples 6000 --denoiser-steps 600 --detector-steps 4000 \
+		--localizer-steps 1500 --eval-every 400
 
 ## Service benchmark: ingest rate and query latency at 10k references.
 bench-service: install

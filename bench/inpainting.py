@@ -1,6 +1,6 @@
 """Inpainting benchmark: detection and localization on the held-out photo split.
 
-    python -m bench.inpainting [--per-group 150] [--perturbed 100]
+    python -m bench.inpainting [--per-group 300] [--perturbed 100]
 
 All images come from the *test* photo split (``training.data.split_of``),
 photos the detectors never trained or calibrated on. Groups:
@@ -187,7 +187,7 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> No
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--per-group", type=int, default=150)
+    p.add_argument("--per-group", type=int, default=300)
     p.add_argument("--perturbed", type=int, default=100, help="seen + pristine samples per perturbation")
     p.add_argument("--latency-queries", type=int, default=40)
     p.add_argument("--seed", type=int, default=11)

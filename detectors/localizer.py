@@ -20,7 +20,7 @@ from torch import nn
 
 from detectors.denoiser import timestep_embedding
 
-FORMAT = "origin-id/mask-diffusion-localizer/v1"
+FORMAT = "origin-id/mask-diffusion-localizer/v2"
 
 
 @dataclass
@@ -31,6 +31,7 @@ class LocalizerConfig:
     sample_steps: int = 10
     #: Averaged mask probability at or above which a pixel is called inpainted.
     pixel_threshold: float = 0.5
+    calibration: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
 
 
@@ -58,10 +59,11 @@ def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class _Block(nn.Module):
     def __init__(self, cin: int, cout: int, emb: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        # Replicate padding: zero padding made a flat image's corner look like a region edge.
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, padding_mode="replicate")
         self.norm1 = nn.GroupNorm(8, cout)
         self.emb = nn.Linear(emb, cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, padding_mode="replicate")
         self.norm2 = nn.GroupNorm(8, cout)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
@@ -82,7 +84,7 @@ class MaskDiffusionLocalizer(nn.Module):
                                   _Block(w[1], w[2], emb)])
         self.mid = _Block(w[2], w[2], emb)
         self.dec = nn.ModuleList([_Block(w[2] + w[1], w[1], emb), _Block(w[1] + w[0], w[0], emb)])
-        self.out = nn.Conv2d(w[0], 2, 3, padding=1)
+        self.out = nn.Conv2d(w[0], 2, 3, padding=1, padding_mode="replicate")
         self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(config.train_timesteps), persistent=False)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

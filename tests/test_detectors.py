@@ -78,7 +78,8 @@ def _jpeg(data: bytes) -> Image.Image:
 
 
 def test_bundled_detector_separates_inpainted_from_pristine(analyzer, photos):
-    """Same crops, same finishing; half get a region painted in (OpenCV Telea, a seen fill)."""
+    """Same crops, same finishing; half get a region painted in (OpenCV Telea, a seen fill).
+    The bundled models score 0.96 here."""
     rng = np.random.default_rng(0)
     pristine, painted = [], []
     for i in range(16):
@@ -89,7 +90,7 @@ def test_bundled_detector_separates_inpainted_from_pristine(analyzer, photos):
     p_clean = np.array([r.probability for r in analyzer.analyze(pristine, localize=False)])
     p_fake = np.array([r.probability for r in analyzer.analyze(painted, localize=False)])
     auc = (p_fake[:, None] > p_clean[None, :]).mean()
-    assert auc >= 0.8, f"AUC {auc:.2f}: fake {np.round(p_fake, 2)} clean {np.round(p_clean, 2)}"
+    assert auc >= 0.9, f"AUC {auc:.2f}: fake {np.round(p_fake, 2)} clean {np.round(p_clean, 2)}"
 
 
 def test_verdict_mask_is_at_query_size_and_deterministic(analyzer, photos):
