@@ -9,8 +9,10 @@ The design follows the seeds at a size this CPU can train and serve:
   The trace branch sees the high-pass residual, where fills leave their
   traces, twice: as is and divided by the image's mean absolute residual, so
   "smoother than the rest of this image" reads the same on a noisy photo and a
-  clean render. It gets no raw RGB: the first model, with colours, learned the
-  content of its 48 training photos (AUC 0.84 on them, 0.62 on validation);
+  clean render. It gets no raw RGB: the first model, with colours, fitted its
+  48 training photos (AUC 0.84 on them, 0.62 on validation photos); without
+  them, with the evidence head below and crop training, 0.75 on validation
+  at the same data and a similar budget;
 * at every level, **error-guided spatial refinement** (a sigmoid attention map
   from the error features re-weights image features where reconstruction
   disagrees) and **error-guided channel refinement** (a gate from pooled error
