@@ -2,7 +2,8 @@
 
     python -m training.train_detectors --out indexer/default_model/inpainting
 
-Stages (each cached under ``--work-dir``; a rerun skips what is done):
+Stages (the samples and the denoiser are cached under ``--work-dir``, so a rerun
+that changes the detector or the localizer starts from there):
 
 1. ``samples``: synthetic inpainting examples (``training.inpainting``) from
    the *train* and *val* photo splits (``training.data.split_of``), seen mask
