@@ -7,8 +7,8 @@ Data flow for a query (all on the bundle's device, under the bundle's lock):
    resize and the encoder run once per query for both jobs;
 2. pixel reconstruction error ``|x - D(z)|`` and the LaRE map of the latent
    denoiser;
-3. ``InpaintingDetector`` -> probability, compared with the calibrated
-   threshold stored in its checkpoint;
+3. ``InpaintingDetector`` -> probability (the query and its mirror image
+   averaged), compared with the calibrated threshold stored in its checkpoint;
 4. when the probability is at least ``localize_threshold`` (the detector is not
    confident the image is clean), ``MaskDiffusionLocalizer`` samples the mask
    (10 DDIM steps, x0 predictions averaged, fixed seed), upsampled to the
@@ -141,7 +141,7 @@ class InpaintingAnalyzer:
         with self.lock:
             pixel_error, lare = self.error_maps(x, latents)
             out = self.detector(x, pixel_error, lare)
-            probs = torch.sigmoid(out.logit).float().cpu().numpy()
+            probs = torch.sigmoid(self.detector.verdict_logit(x, pixel_error, lare, out)).float().cpu().numpy()
             todo = [i for i, p in enumerate(probs)
                     if localize or (localize is None and p >= self.localize_threshold)]
             maps = {}

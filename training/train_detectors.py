@@ -145,7 +145,7 @@ def detector_outputs(model: det.InpaintingDetector, data, lare, batch: int = 32,
         idx = np.arange(start, min(start + batch, len(data["label"])))
         x, err, lr, _, _ = batch_tensors(data, idx, lare)
         out = model(x, err, lr)
-        probs.append(torch.sigmoid(out.logit).numpy())
+        probs.append(torch.sigmoid(model.verdict_logit(x, err, lr, out)).numpy())
         if want_cond:
             conds.append(loc.localizer_condition(out.features, out.mask_logit, err).half().numpy())
     return np.concatenate(probs), (np.concatenate(conds) if want_cond else None)
