@@ -41,7 +41,7 @@ train-transform: fetch-data
 
 ## Inpainting denoiser + detector + localizer (about 45 minutes on 2 cores).
 train-detectors: fetch-data
-	$(BIN)/python -m training.train_detectors --train-samples 6000 --denoiser-steps 600 --detector-steps 4000 \
+	$(BIN)/python -m training.train_detectors --train-samples 12000 --denoiser-steps 600 --detector-steps 8000 \
 		--localizer-steps 1500 --eval-every 400
 
 ## Service benchmark: ingest rate and query latency at 10k references.

@@ -79,7 +79,7 @@ def _jpeg(data: bytes) -> Image.Image:
 
 def test_bundled_detector_separates_inpainted_from_pristine(analyzer, photos):
     """Same crops, same finishing; half get a region painted in (OpenCV Telea, a seen fill).
-    The bundled models score 0.95 here."""
+    The bundled models score 0.97 here."""
     rng = np.random.default_rng(0)
     pristine, painted = [], []
     for i in range(16):

@@ -9,7 +9,13 @@ from detectors import detector as det
 from training.calibrate_transform import threshold_for_precision
 from training.data import SPLITS, procedural_image, split_of
 from training.edits import FAMILIES, apply
-from training.train_detectors import TRAIN_CROP, batch_tensors, calibrate_detector, detector_outputs
+from training.train_detectors import (
+    TRAIN_CROP,
+    batch_tensors,
+    calibrate_detector,
+    detector_outputs,
+    load_train_chunks,
+)
 
 
 def test_photo_split_is_stable_and_covers_all_splits():
@@ -91,3 +97,21 @@ def test_detector_threshold_holds_false_positives_on_each_negative_group():
         assert (probs[group] >= t).mean() <= 0.04  # 96th percentile of each group (pooled: 0.06 here)
     assert model.config.localize_threshold <= t
     assert set(model.config.calibration["val_fpr"]) == {"pristine", "globally edited"}
+
+
+def test_training_samples_come_from_cached_chunks_with_their_own_seeds(tmp_path):
+    """Chunks are built once (seed + 1000 k), reused on the next run, and joined in order,
+    including metadata strings longer in a later chunk than in the first."""
+    calls = []
+
+    def build(n, seed):
+        calls.append((n, seed))
+        return {"x": np.full((n, 2), seed, np.int32), "meta": np.asarray(["m" * (1 + seed // 1000)] * n)}
+
+    data = load_train_chunks(tmp_path, "tag", 5, 3, build, chunk_samples=2)
+    assert calls == [(2, 3), (2, 1003), (1, 2003)]
+    assert data["x"][:, 0].tolist() == [3, 3, 1003, 1003, 2003]
+    assert data["meta"].tolist() == ["m", "m", "mm", "mm", "mmm"]
+    again = load_train_chunks(tmp_path, "tag", 5, 3, build, chunk_samples=2)
+    assert len(calls) == 3  # every chunk came from the cache
+    assert all(np.array_equal(data[k], again[k]) for k in data)

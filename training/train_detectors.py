@@ -2,8 +2,9 @@
 
     python -m training.train_detectors --out indexer/default_model/inpainting
 
-Stages (the samples and the denoiser are cached under ``--work-dir``, so a rerun
-that changes the detector or the localizer starts from there):
+Stages (the samples, in chunks of ``CHUNK_SAMPLES``, and the denoiser are cached
+under ``--work-dir``, so a rerun that changes the detector or the localizer, or
+asks for more samples, starts from there):
 
 1. ``samples``: synthetic inpainting examples (``training.inpainting``) from
    the *train* and *val* photo splits (``training.data.split_of``), seen mask
@@ -105,6 +106,33 @@ def load_or_build(path: Path, build) -> dict[str, np.ndarray]:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return arrays
+
+
+#: Samples per cached training chunk: one chunk is built (and held twice while it is
+#: stacked) at a time, which bounds memory; chunk k is generated with seed ``seed + 1000 k``.
+CHUNK_SAMPLES = 6000
+
+
+def load_train_chunks(work_dir: Path, tag: str, n: int, seed: int, build,
+                      chunk_samples: int = CHUNK_SAMPLES) -> dict[str, np.ndarray]:
+    """``n`` training samples from cached chunks, building the missing ones with
+    ``build(count, chunk_seed)``; copied chunk by chunk into preallocated arrays so
+    peak memory is the whole set plus one chunk."""
+    sizes = [min(chunk_samples, n - start) for start in range(0, n, chunk_samples)]
+    out: dict[str, np.ndarray] = {}
+    start = 0
+    for k, size in enumerate(sizes):
+        chunk_seed = seed + 1000 * k
+        chunk = load_or_build(work_dir / f"train-{tag}-{size}-s{chunk_seed}.npz",
+                              lambda size=size, chunk_seed=chunk_seed: build(size, chunk_seed))
+        for key, arr in chunk.items():
+            if key not in out:
+                # Strings (sample metadata) as objects: chunks differ in their longest one.
+                out[key] = np.empty((n, *arr.shape[1:]), object if arr.dtype.kind == "U" else arr.dtype)
+            out[key][start:start + size] = arr
+        start += size
+        del chunk
+    return out
 
 
 #: Side of the random crop the detector trains on (a multiple of 8, the latent grid).
@@ -314,9 +342,9 @@ def main(argv: list[str] | None = None) -> None:
     photos = allowed_photos()
     common = {"masks": SEEN_MASKS, "fills": SEEN_FILLS, "global_edits": TRAIN_GLOBAL_EDITS}
     tag = fingerprint[:8]
-    train = load_or_build(args.work_dir / f"train-{tag}-{args.train_samples}.npz", lambda: featurize(
-        vae, generate(photos_in_split("train", photos), args.train_samples, args.seed, desc="train samples",
-                      **common), args.train_samples))
+    train_photos = photos_in_split("train", photos)
+    train = load_train_chunks(args.work_dir, tag, args.train_samples, args.seed, lambda n, seed: featurize(
+        vae, generate(train_photos, n, seed, desc="train samples", **common), n))
     val = load_or_build(args.work_dir / f"val-{tag}-{args.val_samples}.npz", lambda: featurize(
         vae, generate(photos_in_split("val", photos), args.val_samples, args.seed + 7, desc="val samples",
                       **common), args.val_samples))
