@@ -53,7 +53,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SEEN_MASKS = [m for m in MASKS if m not in UNSEEN_MASKS]
 SEEN_FILLS = [f for f in FILLS if f not in UNSEEN_FILLS]
 PERTURBATIONS = ["jpeg70", "jpeg50", "blur", "downscale0.5"]
-#: First procedural_image seed of the graphics group (no model saw procedural scenes from here on).
+#: First procedural_image seed of the graphics group (the detectors never trained on procedural scenes).
 GRAPHICS_SEED = 900_000
 
 
