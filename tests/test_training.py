@@ -83,14 +83,14 @@ def test_detector_threshold_holds_false_positives_on_each_negative_group():
            "meta": np.array([json.dumps({"global_edit": e}) for e in edits])}
     lare = rng.random((n, 4, 4, 4)).astype(np.float16)
     # An untrained head scores everything within 1e-4 of one value: centre and spread its logits.
-    p0, _ = detector_outputs(model, val, lare)
+    p0 = detector_outputs(model, val, lare)
     centre = float(np.log(p0 / (1 - p0)).mean())
     with torch.no_grad():
         head = model.image_head[-1]
         head.weight.mul_(1e4)
         head.bias.sub_(centre).mul_(1e4)
     calibrate_detector(model, val, lare)
-    probs, _ = detector_outputs(model, val, lare)
+    probs = detector_outputs(model, val, lare)
     t = model.config.threshold
     edited = np.array([bool(e) for e in edits])
     for group in (~val["label"] & ~edited, ~val["label"] & edited):

@@ -165,18 +165,34 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return roc_auc(scores[labels], scores[~labels])
 
 
+def batches(data: dict[str, np.ndarray], batch: int = 32):
+    """Index arrays over ``data``'s samples in order, ``batch`` at a time."""
+    n = len(data["label"])
+    for start in range(0, n, batch):
+        yield np.arange(start, min(start + batch, n))
+
+
 @torch.inference_mode()
-def detector_outputs(model: det.InpaintingDetector, data, lare, batch: int = 32, want_cond: bool = False):
+def detector_outputs(model: det.InpaintingDetector, data, lare) -> np.ndarray:
+    """The probability the service serves (``verdict_logit``: query and mirror averaged) per sample."""
     model.eval()
-    probs, conds = [], []
-    for start in range(0, len(data["label"]), batch):
-        idx = np.arange(start, min(start + batch, len(data["label"])))
+    probs = []
+    for idx in batches(data):
+        x, err, lr, _, _ = batch_tensors(data, idx, lare)
+        probs.append(torch.sigmoid(model.verdict_logit(x, err, lr, model(x, err, lr))).numpy())
+    return np.concatenate(probs)
+
+
+@torch.inference_mode()
+def localizer_conditions(model: det.InpaintingDetector, data, lare) -> np.ndarray:
+    """The localizer's condition per sample (one detector pass each; no mirrored view needed)."""
+    model.eval()
+    conds = []
+    for idx in batches(data):
         x, err, lr, _, _ = batch_tensors(data, idx, lare)
         out = model(x, err, lr)
-        probs.append(torch.sigmoid(model.verdict_logit(x, err, lr, out)).numpy())
-        if want_cond:
-            conds.append(loc.localizer_condition(out.features, out.mask_logit, err).half().numpy())
-    return np.concatenate(probs), (np.concatenate(conds) if want_cond else None)
+        conds.append(loc.localizer_condition(out.features, out.mask_logit, err).half().numpy())
+    return np.concatenate(conds)
 
 
 def optimize(opt: torch.optim.Optimizer, sched, loss: torch.Tensor) -> None:
@@ -228,7 +244,7 @@ def train_detector(train, val, lare_train, lare_val, args, results: Path, finger
         optimize(opt, sched, loss)
         history.append((step, float(loss)))
         if (step + 1) % args.eval_every == 0 or step + 1 == args.detector_steps:
-            probs, _ = detector_outputs(model, val, lare_val)
+            probs = detector_outputs(model, val, lare_val)
             score = auc(probs, val["label"])
             bar.set_postfix(val_auc=f"{score:.3f}")
             if score > best[0]:
@@ -249,7 +265,7 @@ def calibrate_detector(model: det.InpaintingDetector, val, lare_val) -> None:
     pristine and for globally edited negatives separately, the higher of the two,
     so each group stays at or under ~4% false positives (the target is 5% for
     each). ``localize_threshold``: the 2nd percentile of the positives."""
-    probs, _ = detector_outputs(model, val, lare_val)
+    probs = detector_outputs(model, val, lare_val)
     labels = val["label"].astype(bool)
     edited = np.array([bool(json.loads(m)["global_edit"]) for m in val["meta"]])
     groups = {"pristine": ~labels & ~edited, "globally edited": ~labels & edited}
@@ -367,9 +383,9 @@ def main(argv: list[str] | None = None) -> None:
     lare_train, lare_val = lare_of(train), lare_of(val)
     detector = train_detector(train, val, lare_train, lare_val, args, args.results, fingerprint)
     print("detector calibration:", json.dumps(detector.config.calibration))
-    _, cond = detector_outputs(detector, train, lare_train, want_cond=True)
+    cond = localizer_conditions(detector, train, lare_train)
     localizer = train_localizer(cond, train, args, args.results)
-    _, cond_val = detector_outputs(detector, val, lare_val, want_cond=True)
+    cond_val = localizer_conditions(detector, val, lare_val)
     calibrate_pixel_threshold(localizer, cond_val, val)
     print("localizer calibration:", json.dumps(localizer.config.calibration))
     analyzer = InpaintingAnalyzer(vae, denoiser, detector, localizer)
