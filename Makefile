@@ -42,7 +42,10 @@ train-transform: fetch-data
 ## Inpainting denoiser + detector + localizer (about 45 minutes on 2 cores).
 train-detectors: fetch-data
 	$(BIN)/python -m training.train_detectors --train-samples 12000 --denoiser-steps 600 --detector-steps 8000 \
-		--localizer-steps 1500 --eval-every 400
+		--localizer-steps 0 --eval-every 400 --out .data/detectors/photo-stage
+	$(BIN)/python -m training.train_detectors --train-samples 12000 --denoiser-steps 600 \
+		--init-detector .data/detectors/photo-stage/detector.safetensors --graphics-samples 1500 \
+		--detector-steps 1500 --detector-lr 5e-4 --eval-every 250 --localizer-steps 1500
 
 ## Service benchmark: ingest rate and query latency at 10k references.
 bench-service: install

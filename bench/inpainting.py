@@ -14,9 +14,11 @@ photos the detectors never trained or calibrated on. Groups:
   ``training.edits`` (tone, palette, restyle, cartoon, film, ...), not inpainted;
 * ``graphics`` (outside the photo protocol, reported apart): procedural scenes
   (``training.data.procedural_image``: flat shapes, gradients, sinusoid
-  textures), never inpainted, finished the same way. The detectors never
-  trained on such images; their false-positive rate shows how a trace detector
-  reads clean renders, illustrations and graphics.
+  textures), never inpainted, finished the same way, from seeds of their own
+  (the detector's training and calibration use other procedural scenes:
+  ``training.train_detectors.GRAPHICS_TRAIN_SEED`` / ``GRAPHICS_VAL_SEED``);
+  their false-positive rate shows how a trace detector reads clean renders,
+  illustrations and graphics.
 
 Reported: image-level AUC, AP and TPR at 5% FPR of each inpainted group
 against all negatives; the false-positive rate at the shipped threshold on
@@ -53,7 +55,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SEEN_MASKS = [m for m in MASKS if m not in UNSEEN_MASKS]
 SEEN_FILLS = [f for f in FILLS if f not in UNSEEN_FILLS]
 PERTURBATIONS = ["jpeg70", "jpeg50", "blur", "downscale0.5"]
-#: First procedural_image seed of the graphics group (the detectors never trained on procedural scenes).
+#: First procedural_image seed of the graphics group (training uses 700,000+, calibration 800,000+).
 GRAPHICS_SEED = 900_000
 
 
@@ -278,7 +280,8 @@ def to_markdown(r: dict) -> str:
                      f"{d['tpr_at_threshold']:.3f} | {tail} |")
     fp = r["false_positives"]
     graphics = (f" Outside the photo protocol: {fp['graphics']:.3f} of {r['graphics']} synthetic graphics "
-                "(procedural scenes, a kind of image the detectors never trained on)." if "graphics" in fp else "")
+                "(procedural scenes of seeds the inpainting models were not trained or calibrated on)."
+                if "graphics" in fp else "")
     lines += ["", f"False positives at the shipped threshold: pristine {fp['pristine']:.3f}, "
                   f"globally edited {fp['globally edited']:.3f} "
                   f"({', '.join(f'{k} {v:.2f}' for k, v in fp['per_edit'].items())})."

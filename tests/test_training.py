@@ -1,11 +1,14 @@
 """Training helpers that decide what data a model sees: splits, augmentation and calibration."""
 
+import argparse
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from detectors import detector as det
+from detectors.weights import save_model
 from training.calibrate_transform import threshold_for_precision
 from training.data import SPLITS, procedural_image, split_of
 from training.edits import FAMILIES, apply
@@ -14,6 +17,7 @@ from training.train_detectors import (
     batch_tensors,
     calibrate_detector,
     detector_outputs,
+    initial_detector,
     load_train_chunks,
 )
 
@@ -69,19 +73,12 @@ def test_detector_augmentation_moves_every_map_together_and_relabels_cut_regions
     assert 0 < sum(labels) < n  # some crops keep the square, some cut it out
 
 
-def test_detector_threshold_holds_false_positives_on_each_negative_group():
-    torch.manual_seed(0)
+def _spread_detector_and_val(n: int = 300, seed: int = 0):
+    """An untrained detector whose logits are centred and spread, and a val set of pristine,
+    globally edited (a different residual scale, so their scores differ) and inpainted samples."""
+    torch.manual_seed(seed)
     model = det.InpaintingDetector(det.DetectorConfig()).eval()
-    rng = np.random.default_rng(0)
-    n = 300
-    # Pristine, globally edited (a different residual scale, so their scores differ), inpainted.
-    edits = [""] * 100 + ["tone"] * 100 + [""] * 100
-    x = rng.integers(0, 256, (n, 32, 32, 3)).astype(np.uint8)
-    x[100:200] = (x[100:200] * 0.3).astype(np.uint8)
-    val = {"x": x, "error": rng.random((n, 3, 32, 32)).astype(np.float16),
-           "mask": np.zeros((n, 32, 32), bool), "label": np.arange(n) >= 200,
-           "meta": np.array([json.dumps({"global_edit": e}) for e in edits])}
-    lare = rng.random((n, 4, 4, 4)).astype(np.float16)
+    val, lare = _fake_samples(n, seed, edited=slice(n // 3, 2 * n // 3), inpainted=slice(2 * n // 3, n))
     # An untrained head scores everything within 1e-4 of one value: centre and spread its logits.
     p0 = detector_outputs(model, val, lare)
     centre = float(np.log(p0 / (1 - p0)).mean())
@@ -89,14 +86,73 @@ def test_detector_threshold_holds_false_positives_on_each_negative_group():
         head = model.image_head[-1]
         head.weight.mul_(1e4)
         head.bias.sub_(centre).mul_(1e4)
+    return model, val, lare
+
+
+def _fake_samples(n: int, seed: int, edited: slice, inpainted: slice, scale: float = 0.3):
+    rng = np.random.default_rng(seed)
+    edits = np.array([""] * n, object)
+    edits[edited] = "tone"
+    x = rng.integers(0, 256, (n, 32, 32, 3)).astype(np.uint8)
+    x[edited] = (x[edited] * scale).astype(np.uint8)
+    label = np.zeros(n, bool)
+    label[inpainted] = True
+    data = {"x": x, "error": rng.random((n, 3, 32, 32)).astype(np.float16),
+            "mask": np.zeros((n, 32, 32), bool), "label": label,
+            "meta": np.array([json.dumps({"global_edit": e}) for e in edits])}
+    return data, rng.random((n, 4, 4, 4)).astype(np.float16)
+
+
+def test_detector_threshold_holds_false_positives_on_each_negative_group():
+    model, val, lare = _spread_detector_and_val()
     calibrate_detector(model, val, lare)
     probs = detector_outputs(model, val, lare)
     t = model.config.threshold
-    edited = np.array([bool(e) for e in edits])
+    edited = np.array([bool(json.loads(m)["global_edit"]) for m in val["meta"]])
     for group in (~val["label"] & ~edited, ~val["label"] & edited):
         assert (probs[group] >= t).mean() <= 0.04  # 96th percentile of each group (pooled: 0.06 here)
     assert model.config.localize_threshold <= t
     assert set(model.config.calibration["val_fpr"]) == {"pristine", "globally edited"}
+
+
+def test_graphics_negatives_are_a_calibration_group_of_their_own():
+    model, val, lare = _spread_detector_and_val()
+    calibrate_detector(model, val, lare)
+    photo_threshold = model.config.threshold
+    # Graphics that look painted to this detector: clean copies of the val negatives it scores
+    # highest (about 20% of them flagged at the photo threshold), then the val positives.
+    probs = detector_outputs(model, val, lare)
+    negatives = np.nonzero(~val["label"])[0]
+    high = negatives[probs[negatives] >= np.quantile(probs[negatives], 0.8)]
+    idx = np.concatenate([np.resize(high, 100), np.nonzero(val["label"])[0]])
+    graphics = {k: v[idx] for k, v in val.items()}
+    graphics["meta"] = np.array([json.dumps({"global_edit": ""})] * len(idx))
+    lare_graphics = lare[idx]
+    assert (detector_outputs(model, graphics, lare_graphics)[:100] >= photo_threshold).mean() > 0.1
+    calibrate_detector(model, val, lare, graphics, lare_graphics)
+    t = model.config.threshold
+    assert t > photo_threshold
+    assert (detector_outputs(model, graphics, lare_graphics)[:100] >= t).mean() <= 0.05
+    calibration = model.config.calibration
+    assert set(calibration["val_fpr"]) == {"pristine", "globally edited", "graphics"}
+    assert calibration["val_fpr"]["graphics"] <= 0.05
+    assert "graphics val set, 100 clean and 100 inpainted" in calibration["data"]
+    assert 0.0 <= calibration["graphics_val_auc"] <= 1.0
+
+
+def test_fine_tuning_starts_from_a_detector_of_the_same_vae(tmp_path):
+    saved = det.InpaintingDetector(det.DetectorConfig(vae_fingerprint="abc", threshold=0.7))
+    path = tmp_path / "detector.safetensors"
+    save_model(saved, path, det.FORMAT)
+    args = argparse.Namespace(init_detector=path)
+    model = initial_detector(args, "abc")
+    assert model.config.threshold == 0.7
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values()))
+    with pytest.raises(ValueError, match="trained on VAE abc"):
+        initial_detector(args, "other")
+    fresh = initial_detector(argparse.Namespace(init_detector=None), "xyz")
+    assert fresh.config.vae_fingerprint == "xyz"
 
 
 def test_training_samples_come_from_cached_chunks_with_their_own_seeds(tmp_path):
