@@ -8,7 +8,8 @@ One role per file:
   reconstruction error and the LaRE map (error-guided spatial and channel
   refinement, scale-aware pyramid fusion) -> a probability and a coarse mask;
 * ``localizer``: ``MaskDiffusionLocalizer``, InpDiffusion's conditional mask
-  diffusion (mask + edge, 10 DDIM steps, x0 predictions averaged);
+  diffusion (mask + edge, 5 DDIM steps on the query and 5 on its mirror image, the 10 x0
+  predictions averaged);
 * ``analyzer``: ``InpaintingAnalyzer``, the runtime that strings them together
   for a query and owns the checkpoints' directory;
 * ``weights``: one safetensors file per model, its config in the header.

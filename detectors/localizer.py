@@ -5,9 +5,11 @@ two-channel map (mask, mask edge) conditioned on the detector's fused
 multi-scale features, its coarse mask logit and the pixel reconstruction
 error. It predicts x0 directly (mask and edge logits, the edge channel
 supervised with the mask boundary, InpDiffusion's edge supervision). Sampling
-is DDIM with ``sample_steps`` (10) steps from pure noise drawn from a seeded
-generator, and the answer is the average of the x0 predictions of all steps,
-so a given query and seed always give the same mask.
+is DDIM from pure noise drawn from a seeded generator, and the answer is the
+average of the x0 predictions of all steps, so a given query and seed always
+give the same mask. As served (``sample_mirrored``), the query and its mirror
+image are sampled side by side with ``sample_steps`` (5) steps each: 10 x0
+predictions averaged.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ class LocalizerConfig:
     cond_channels: int = 36
     widths: list[int] = field(default_factory=lambda: [48, 64, 96])
     train_timesteps: int = 1000
-    sample_steps: int = 10
+    #: DDIM steps per view; ``sample_mirrored`` runs two views, so 10 x0 predictions in all.
+    sample_steps: int = 5
     #: Averaged mask probability at or above which a pixel is called inpainted.
     pixel_threshold: float = 0.5
     calibration: dict = field(default_factory=dict)
@@ -130,6 +133,22 @@ class MaskDiffusionLocalizer(nn.Module):
                 eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
                 x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
         return total / len(times)
+
+
+    @torch.inference_mode()
+    def sample_mirrored(self, cond: torch.Tensor, mirrored_cond: torch.Tensor, seed: int = 0,
+                        steps: int | None = None) -> torch.Tensor:
+        """Mask probability (N,1,H,W) averaged over the query and its mirror image.
+
+        ``mirrored_cond``: the condition of the mirrored query (``InpaintingDetector.mirrored``).
+        Both are sampled in one batch and the mirror's map is flipped back. Two independent
+        trajectories are what helps (alternating the view between the steps of one
+        trajectory did not). Mean pixel F1 on the val split, each at its best cut: one view
+        with 10 steps 0.570, one view with 5 steps 0.587, two views with 10 steps 0.596, two
+        views with 5 steps 0.607, which on the 2-core CPU also costs least (71 ms against 80
+        for one view with 10 steps, 132 for two)."""
+        both = self.sample(torch.cat([cond, mirrored_cond]), seed=seed, steps=steps)
+        return (both[:len(cond)] + both[len(cond):].flip(-1)) / 2
 
 
 def localizer_condition(features: torch.Tensor, mask_logit: torch.Tensor,

@@ -201,19 +201,21 @@ def detector_outputs(model: det.InpaintingDetector, data, lare) -> np.ndarray:
     probs = []
     for idx in batches(data):
         x, err, lr, _, _ = batch_tensors(data, idx, lare)
-        probs.append(torch.sigmoid(model.verdict_logit(x, err, lr, model(x, err, lr))).numpy())
+        probs.append(torch.sigmoid(model.verdict_logit(model(x, err, lr), model.mirrored(x, err, lr))).numpy())
     return np.concatenate(probs)
 
 
 @torch.inference_mode()
-def localizer_conditions(model: det.InpaintingDetector, data, lare) -> np.ndarray:
-    """The localizer's condition per sample (one detector pass each; no mirrored view needed)."""
+def localizer_conditions(model: det.InpaintingDetector, data, lare, mirrored: bool = False) -> np.ndarray:
+    """The localizer's condition per sample; with ``mirrored``, that of the mirror image
+    (in mirrored coordinates, as ``MaskDiffusionLocalizer.sample_mirrored`` takes it)."""
     model.eval()
     conds = []
     for idx in batches(data):
         x, err, lr, _, _ = batch_tensors(data, idx, lare)
-        out = model(x, err, lr)
-        conds.append(loc.localizer_condition(out.features, out.mask_logit, err).half().numpy())
+        out = model.mirrored(x, err, lr) if mirrored else model(x, err, lr)
+        conds.append(loc.localizer_condition(out.features, out.mask_logit, err.flip(-1) if mirrored else err)
+                     .half().numpy())
     return np.concatenate(conds)
 
 
@@ -370,13 +372,17 @@ def train_localizer(cond: np.ndarray, train, args, results: Path) -> loc.MaskDif
     return model.eval()
 
 
-def calibrate_pixel_threshold(localizer: loc.MaskDiffusionLocalizer, cond: np.ndarray, val,
-                              candidates: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)):
-    """``pixel_threshold`` = the cut of the averaged mask probability with the best mean
-    F1 over the val split's inpainted samples (masks compared at 256 px, as served)."""
+def calibrate_pixel_threshold(localizer: loc.MaskDiffusionLocalizer, cond: np.ndarray, mirrored_cond: np.ndarray,
+                              val, candidates: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)):
+    """``pixel_threshold`` = the cut of the averaged mask probability (query and mirror, as
+    served) with the best mean F1 over the val split's inpainted samples (masks compared at
+    256 px)."""
     pos = np.nonzero(val["label"])[0]
-    probs = np.concatenate([localizer.sample(torch.from_numpy(cond[pos[s:s + 32]].astype(np.float32)))
-                            .float().numpy()[:, 0] for s in range(0, len(pos), 32)])
+
+    def rows(c: np.ndarray, s: int) -> torch.Tensor:
+        return torch.from_numpy(c[pos[s:s + 32]].astype(np.float32))
+    probs = np.concatenate([localizer.sample_mirrored(rows(cond, s), rows(mirrored_cond, s)).float().numpy()[:, 0]
+                            for s in range(0, len(pos), 32)])
     maps = [upsample_probability(p, (256, 256)) for p in probs]
     f1 = {c: float(np.mean([pixel_scores(m >= c, val["mask"][i])[0] for m, i in zip(maps, pos)]))
           for c in candidates}
@@ -466,8 +472,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     cond = localizer_conditions(detector, train, lare_train)
     localizer = train_localizer(cond, train, args, args.results)
-    cond_val = localizer_conditions(detector, val, lare_val)
-    calibrate_pixel_threshold(localizer, cond_val, val)
+    calibrate_pixel_threshold(localizer, localizer_conditions(detector, val, lare_val),
+                              localizer_conditions(detector, val, lare_val, mirrored=True), val)
     print("localizer calibration:", json.dumps(localizer.config.calibration))
     analyzer = InpaintingAnalyzer(vae, denoiser, detector, localizer)
     analyzer.save(args.out)
