@@ -112,8 +112,8 @@ def test_verdict_mask_is_at_query_size_and_deterministic(analyzer, photos):
 
 def test_bundled_localizer_marks_the_painted_region(analyzer, photos):
     """Telea-painted rectangles and ellipses (seen types), localized as served: the query's
-    and its mirror image's masks averaged. The bundled models score mean F1 0.79 here; a
-    mirror map left unflipped would halve the overlap of off-centre regions."""
+    and its mirror image's masks averaged. The bundled models score mean F1 0.79 here, and
+    0.68 with the mirror's map left unflipped (it marks the wrong side of off-centre regions)."""
     rng = np.random.default_rng(7)
     f1 = []
     for i in range(8):
@@ -123,7 +123,7 @@ def test_bundled_localizer_marks_the_painted_region(analyzer, photos):
         result = analyzer.analyze([_jpeg(data)], localize=True)[0]
         assert result.mask.shape == truth.shape
         f1.append(pixel_scores(result.mask, truth)[0])
-    assert np.mean(f1) >= 0.5, f"pixel F1 per image {np.round(f1, 2)}"
+    assert np.mean(f1) >= 0.7, f"pixel F1 per image {np.round(f1, 2)}"
 
 
 def test_localization_is_skipped_when_confidently_clean(analyzer, photos):
