@@ -7,9 +7,10 @@ Data flow for a query (all on the bundle's device, under the bundle's lock):
    resize and the encoder run once per query for both jobs;
 2. pixel reconstruction error ``|x - D(z)|`` and the LaRE map of the latent
    denoiser;
-3. ``InpaintingDetector`` on the query and on its mirror image -> probability
-   (the two logits averaged), compared with the calibrated threshold stored in
-   its checkpoint;
+3. ``InpaintingDetector`` on the query and on its mirror image, and
+   ``CopyMoveSearch`` on the query -> probability (the two logits averaged, plus
+   the weighted copy-move score), compared with the calibrated threshold stored
+   in the detector's checkpoint;
 4. when the probability is at least ``localize_threshold`` (the detector is not
    confident the image is clean), ``MaskDiffusionLocalizer`` samples the mask
    for both views in one batch (5 DDIM steps each, the 10 x0 predictions averaged, fixed
@@ -35,6 +36,7 @@ from PIL import Image
 from detectors import denoiser as den
 from detectors import detector as det
 from detectors import localizer as loc
+from detectors.copy_move import CopyMoveSearch
 from detectors.weights import load_model, save_model
 from indexer.vae import preprocess
 
@@ -83,6 +85,7 @@ class InpaintingAnalyzer:
             for m in (denoiser, detector, localizer))
         self.lock = lock or threading.Lock()
         self.seed = seed
+        self.copy_move = CopyMoveSearch()
 
     @property
     def threshold(self) -> float:
@@ -144,7 +147,10 @@ class InpaintingAnalyzer:
             pixel_error, lare = self.error_maps(x, latents)
             out = self.detector(x, pixel_error, lare)
             mirrored = self.detector.mirrored(x, pixel_error, lare)
-            probs = torch.sigmoid(self.detector.verdict_logit(out, mirrored)).float().cpu().numpy()
+            copy_move = None
+            if self.detector.config.copy_move_weight:
+                copy_move = torch.tensor([e.score for e in self.copy_move(x)], device=self.device)
+            probs = torch.sigmoid(self.detector.verdict_logit(out, mirrored, copy_move)).float().cpu().numpy()
             todo = [i for i, p in enumerate(probs)
                     if localize or (localize is None and p >= self.localize_threshold)]
             maps = {}

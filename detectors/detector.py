@@ -53,6 +53,9 @@ class DetectorConfig:
     #: Below this probability the detector is confident the query is clean and the
     #: localizer is skipped (calibrated so almost no inpainted image falls under it).
     localize_threshold: float = 0.1
+    #: Weight of ``sqrt(CopyMoveSearch score)`` added to the verdict logit (0 = not used);
+    #: fit on training samples after the network (``training.train_detectors.fit_copy_move_weight``).
+    copy_move_weight: float = 0.0
     #: ``indexer.transform.vae_fingerprint`` of the VAE whose errors it was trained on.
     vae_fingerprint: str = ""
     calibration: dict = field(default_factory=dict)
@@ -155,8 +158,13 @@ class InpaintingDetector(nn.Module):
         sample_mirrored``). One more forward pass, ~13 ms on the 2-core CPU."""
         return self(image.flip(-1), pixel_error.flip(-1), lare.flip(-1))
 
-    @staticmethod
-    def verdict_logit(out: DetectorOutput, mirrored: DetectorOutput) -> torch.Tensor:
+    def verdict_logit(self, out: DetectorOutput, mirrored: DetectorOutput,
+                      copy_move: torch.Tensor | None = None) -> torch.Tensor:
         """The image logit the service decides on: the query's and its mirror's averaged
-        (validation AUC 0.904 -> 0.915 for the shipped detector)."""
-        return (out.logit + mirrored.logit) / 2
+        (validation AUC 0.904 -> 0.915 for the shipped detector), plus
+        ``copy_move_weight * sqrt(copy_move)`` when ``copy_move`` (N,) holds
+        ``CopyMoveSearch`` scores."""
+        logit = (out.logit + mirrored.logit) / 2
+        if copy_move is not None and self.config.copy_move_weight:
+            logit = logit + self.config.copy_move_weight * copy_move.to(logit).clamp(min=0).sqrt()
+        return logit

@@ -26,7 +26,11 @@ asks for more samples, starts from there):
    shapes, gradients, sinusoid textures), made into samples exactly like the
    photos: without them the detector reads clean renders and illustrations as
    painted (it learns "smoother than the rest of the image"). With
-   ``--init-detector``, the detector starts from a saved one (a fine-tune).
+   ``--init-detector``, the detector starts from a saved one (a fine-tune;
+   with ``--detector-steps 0``, only what follows is redone).
+   Then the copy-move fusion (``fit_copy_move_weight``: the weight of
+   ``detectors.copy_move`` scores in the verdict, fit on training samples) and
+   the calibration again, on the fused verdict.
 4. ``localizer``: ``MaskDiffusionLocalizer`` on the frozen detector's condition;
    its ``pixel_threshold`` is the cut with the best mean F1 on val positives.
 
@@ -60,6 +64,7 @@ from detectors import denoiser as den
 from detectors import detector as det
 from detectors import localizer as loc
 from detectors.analyzer import FILES, InpaintingAnalyzer, upsample_probability
+from detectors.copy_move import CopyMoveSearch
 from detectors.weights import load_model, save_model
 from indexer.transform import vae_fingerprint
 from indexer.vae import load_vae, preprocess
@@ -195,14 +200,59 @@ def batches(data: dict[str, np.ndarray], batch: int = 32):
 
 
 @torch.inference_mode()
-def detector_outputs(model: det.InpaintingDetector, data, lare) -> np.ndarray:
-    """The probability the service serves (``verdict_logit``: query and mirror averaged) per sample."""
+def copy_move_scores(data) -> np.ndarray:
+    """``CopyMoveSearch`` scores of every sample's 256 px view (the view the service searches)."""
+    search = CopyMoveSearch()
+    scores = []
+    for idx in batches(data):
+        x = torch.from_numpy(data["x"][idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        scores.extend(e.score for e in search(x))
+    return np.asarray(scores, np.float32)
+
+
+@torch.inference_mode()
+def detector_outputs(model: det.InpaintingDetector, data, lare, copy_move: np.ndarray | None = None) -> np.ndarray:
+    """The probability the service serves (``verdict_logit``: query and mirror averaged, plus
+    the copy-move term when the model has a weight for it) per sample. ``copy_move``: the
+    samples' ``copy_move_scores``, if already at hand."""
     model.eval()
+    if model.config.copy_move_weight and copy_move is None:
+        copy_move = copy_move_scores(data)
     probs = []
     for idx in batches(data):
         x, err, lr, _, _ = batch_tensors(data, idx, lare)
-        probs.append(torch.sigmoid(model.verdict_logit(model(x, err, lr), model.mirrored(x, err, lr))).numpy())
+        cm = torch.from_numpy(copy_move[idx]) if copy_move is not None else None
+        probs.append(torch.sigmoid(model.verdict_logit(model(x, err, lr), model.mirrored(x, err, lr), cm)).numpy())
     return np.concatenate(probs)
+
+
+def fit_copy_move_weight(model: det.InpaintingDetector, data, lare, n: int = 3000, seed: int = 0) -> None:
+    """Set ``copy_move_weight``: logistic regression of the label on the network's verdict
+    logit (coefficient held at 1) plus ``w * sqrt(score)``, on ``n`` training samples; w >= 0.
+    Call ``calibrate_detector`` afterwards: the threshold belongs to the fused verdict."""
+    idx = np.sort(np.random.default_rng(seed).choice(len(data["label"]), min(n, len(data["label"])), replace=False))
+    subset = {k: v[idx] for k, v in data.items()}
+    model.config.copy_move_weight = 0.0
+    p = np.clip(detector_outputs(model, subset, lare[idx]), 1e-6, 1 - 1e-6)
+    logit = torch.tensor(np.log(p / (1 - p)), dtype=torch.float64)
+    root = torch.tensor(np.sqrt(copy_move_scores(subset)), dtype=torch.float64)
+    labels = torch.tensor(subset["label"], dtype=torch.float64)
+    wb = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([wb], max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(logit + wb[0] * root + wb[1], labels)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    weight = max(0.0, float(wb[0].detach()))
+    model.config.copy_move_weight = round(weight, 3)
+    model.config.training["copy_move"] = {
+        "weight": round(weight, 3), "fit_samples": len(idx),
+        "train_auc": {"network": round(auc(logit.numpy(), subset["label"]), 4),
+                      "with copy-move": round(auc((logit + weight * root).numpy(), subset["label"]), 4)}}
 
 
 @torch.inference_mode()
@@ -261,6 +311,10 @@ def initial_detector(args, fingerprint: str) -> det.InpaintingDetector:
 def train_detector(train, val, lare_train, lare_val, args, results: Path, fingerprint: str,
                    graphics=None, lare_graphics=None, graphics_val=None, lare_graphics_val=None):
     model = initial_detector(args, fingerprint)
+    if not args.detector_steps:  # refit only the verdict's fusion and calibration (in main)
+        if not args.init_detector:
+            raise ValueError("--detector-steps 0 needs --init-detector")
+        return model.eval().requires_grad_(False)
     config = model.config
     previous = dict(config.training)
     lr_max = args.detector_lr or args.lr
@@ -463,6 +517,9 @@ def main(argv: list[str] | None = None) -> None:
     detector = train_detector(train, val, lare_train, lare_val, args, args.results, fingerprint,
                               graphics.get("train"), graphics.get("lare_train"),
                               graphics.get("val"), graphics.get("lare_val"))
+    fit_copy_move_weight(detector, train, lare_train, seed=args.seed)
+    calibrate_detector(detector, val, lare_val, graphics.get("val"), graphics.get("lare_val"))
+    print("copy-move fusion:", json.dumps(detector.config.training["copy_move"]))
     print("detector calibration:", json.dumps(detector.config.calibration))
     if args.localizer_steps == 0:
         # The photo stage of the shipped recipe: only what the fine-tune starts from.
