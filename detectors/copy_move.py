@@ -31,7 +31,7 @@ threshold calibrated on the fused verdict.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -50,9 +50,6 @@ class CopyMoveConfig:
     candidates: int = 10
     min_level: float = 2.5
     opening: int = 3
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -324,6 +324,9 @@ def train_detector(train, val, lare_train, lare_val, args, results: Path, finger
     rng = np.random.default_rng(args.seed)
     n_graphics = round(args.batch * args.graphics_share) if graphics is not None else 0
     history, best = [], (-1.0, None)
+    # A fine-tune of a detector with a copy-move weight evaluates the fused verdict; the
+    # search's scores do not change with the network, so they are computed once.
+    val_copy_move = copy_move_scores(val) if config.copy_move_weight else None
     bar = tqdm(range(args.detector_steps), desc="detector", unit="step", dynamic_ncols=True)
     for step in bar:
         model.train()
@@ -342,7 +345,7 @@ def train_detector(train, val, lare_train, lare_val, args, results: Path, finger
         optimize(opt, sched, loss)
         history.append((step, float(loss)))
         if (step + 1) % args.eval_every == 0 or step + 1 == args.detector_steps:
-            probs = detector_outputs(model, val, lare_val)
+            probs = detector_outputs(model, val, lare_val, val_copy_move)
             score = auc(probs, val["label"])
             bar.set_postfix(val_auc=f"{score:.3f}")
             if score > best[0]:
