@@ -15,8 +15,10 @@ asks for more samples, starts from there):
 3. ``detector``: ``InpaintingDetector`` (image BCE + coarse-mask BCE/Dice) on
    random ``TRAIN_CROP`` crops under random flips and quarter turns (more
    distinct views of few photos; a crop without painted pixels is a negative),
-   the checkpoint with the best validation AUC is kept; then calibration on the
-   val split (``calibrate_detector``): ``threshold`` = the 96th percentile of
+   the checkpoint with the best validation AUC is kept; then the copy-move
+   fusion (``fit_copy_move_weight``: the weight of ``detectors.copy_move``
+   scores in the verdict, fit on training samples) and calibration of the
+   fused verdict on the val split (``calibrate_detector``): ``threshold`` = the 96th percentile of
    val negatives, pristine and globally edited each (and graphics, when
    given), the highest, i.e. at most ~4% false positives on each, a margin
    under the 5% target; ``localize_threshold`` = the 2nd percentile of val
@@ -27,10 +29,7 @@ asks for more samples, starts from there):
    photos: without them the detector reads clean renders and illustrations as
    painted (it learns "smoother than the rest of the image"). With
    ``--init-detector``, the detector starts from a saved one (a fine-tune;
-   with ``--detector-steps 0``, only what follows is redone).
-   Then the copy-move fusion (``fit_copy_move_weight``: the weight of
-   ``detectors.copy_move`` scores in the verdict, fit on training samples) and
-   the calibration again, on the fused verdict.
+   with ``--detector-steps 0``, only the fusion and calibration are redone).
 4. ``localizer``: ``MaskDiffusionLocalizer`` on the frozen detector's condition;
    its ``pixel_threshold`` is the cut with the best mean F1 on val positives.
 
@@ -309,7 +308,9 @@ def initial_detector(args, fingerprint: str) -> det.InpaintingDetector:
 
 
 def train_detector(train, val, lare_train, lare_val, args, results: Path, fingerprint: str,
-                   graphics=None, lare_graphics=None, graphics_val=None, lare_graphics_val=None):
+                   graphics=None, lare_graphics=None):
+    """The detector network, the checkpoint with the best val AUC; ``main`` then fits the
+    copy-move fusion and calibrates the fused verdict."""
     model = initial_detector(args, fingerprint)
     if not args.detector_steps:  # refit only the verdict's fusion and calibration (in main)
         if not args.init_detector:
@@ -354,7 +355,6 @@ def train_detector(train, val, lare_train, lare_val, args, results: Path, finger
     plot_curve(history, results / name, "detector loss", smooth=True)
     model.load_state_dict(best[1])
     model.eval()
-    calibrate_detector(model, val, lare_val, graphics_val, lare_graphics_val)
     config.training = {"steps": args.detector_steps, "batch": args.batch, "lr": lr_max,
                        "train_samples": len(train["label"]), "best_val_auc": round(best[0], 4)}
     if n_graphics:
@@ -518,8 +518,7 @@ def main(argv: list[str] | None = None) -> None:
         graphics["val"] = graphics_set("val", GRAPHICS_VAL_SEED, args.graphics_val_samples, args.seed + 6)
         graphics["lare_train"], graphics["lare_val"] = lare_of(graphics["train"]), lare_of(graphics["val"])
     detector = train_detector(train, val, lare_train, lare_val, args, args.results, fingerprint,
-                              graphics.get("train"), graphics.get("lare_train"),
-                              graphics.get("val"), graphics.get("lare_val"))
+                              graphics.get("train"), graphics.get("lare_train"))
     fit_copy_move_weight(detector, train, lare_train, seed=args.seed)
     calibrate_detector(detector, val, lare_val, graphics.get("val"), graphics.get("lare_val"))
     print("copy-move fusion:", json.dumps(detector.config.training["copy_move"]))
