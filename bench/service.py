@@ -7,7 +7,10 @@
 2. ingests them into a fresh embedded PostgreSQL through the real pipeline
    (decode -> embed -> write -> index), timing images/s;
 3. serves that index over gRPC on loopback and sends edited copies of random
-   references one at a time, timing each IdentifyOrigin call end to end;
+   references one at a time, timing each IdentifyOrigin call end to end; then
+   some of them again upscaled to 4000 x 3000 (12 MP, what phones send), with
+   and without inpainting analysis, since decoding, resizing and the full-size
+   mask grow with the query;
 4. prints a table and writes ``bench/results/service.md`` and ``.json``.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import platform
 import shutil
@@ -62,12 +66,16 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}"
 
 
-#: Query configurations timed on the same index and queries; the first is the service's default.
+#: Query configurations timed on the same index: (settings overrides, query set); the
+#: first is the service's default.
 CONFIGS = {
-    "default: flip + trim + inpainting": {},
-    "flip + trim, no inpainting": {"inpainting": False},
-    "plain embedding only": {"inpainting": False, "query_flip": False, "query_trim": False},
+    "default: flip + trim + inpainting": ({}, "edited"),
+    "flip + trim, no inpainting": ({"inpainting": False}, "edited"),
+    "plain embedding only": ({"inpainting": False, "query_flip": False, "query_trim": False}, "edited"),
+    "default, 12 MP queries": ({}, "large"),
+    "no inpainting, 12 MP queries": ({"inpainting": False}, "large"),
 }
+LARGE_SIZE = (4000, 3000)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--queries", type=int, default=300)
     p.add_argument("--work-dir", type=Path, default=Path(".data/bench"))
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--large-queries", type=int, default=60, help="of the queries, sent again at 12 MP")
     args = p.parse_args(argv)
 
     refs = make_references(args.work_dir / "refs", args.references)
@@ -110,8 +119,11 @@ def main(argv: list[str] | None = None) -> None:
             target = int(rng.integers(len(refs)))
             edited = apply(families[q % len(families)], Image.open(refs[target]).convert("RGB"), seed=q)
             queries.append((jpeg_bytes(edited), refs[target].name))
+        query_sets = {"edited": queries, "large": [
+            (jpeg_bytes(Image.open(io.BytesIO(data)).resize(LARGE_SIZE, Image.Resampling.BICUBIC)), name)
+            for data, name in queries[:args.large_queries]]}
         timings = {}
-        for label, overrides in CONFIGS.items():
+        for label, (overrides, query_set) in CONFIGS.items():
             origin.settings = dataclasses.replace(settings, **overrides)
             server = OriginServer(dataclasses.replace(origin.settings, port=0), origin=origin)
             port = server.start()
@@ -119,13 +131,14 @@ def main(argv: list[str] | None = None) -> None:
             latencies, hits = [], 0
             with OriginClient(f"127.0.0.1:{port}") as client:
                 client.wait_until_serving()
-                for data, name in tqdm(queries, desc=f"query ({label})", unit="q", dynamic_ncols=True):
+                for data, name in tqdm(query_sets[query_set], desc=f"query ({label})", unit="q",
+                                       dynamic_ncols=True):
                     t0 = time.perf_counter()
                     reply = client.identify(data, top_k=10)
                     latencies.append(time.perf_counter() - t0)
                     hits += reply.candidates[0].reference.external_id == name
             server.stop(grace=1)
-            timings[label] = (np.array(latencies) * 1000, hits / len(queries))
+            timings[label] = (np.array(latencies) * 1000, hits / len(query_sets[query_set]))
     finally:
         origin.close()
 
@@ -149,8 +162,10 @@ def main(argv: list[str] | None = None) -> None:
         table += (f"| {result['references']:,} | {result['ingest_images_per_s']} | {result['embed_images_per_s']} | "
                   f"{label} | {c['query_p50_ms']} ms | {c['query_p99_ms']} ms | {c['top1_edited_queries']} |\n")
     table += (f"\nMachine: {result['machine']}. Date: {result['date']}. Queries: {len(queries)} edited copies, "
-              f"sent one at a time over gRPC on loopback, timed end to end. Command: "
-              f"`python -m bench.service --references {args.references} --queries {args.queries}`.\n")
+              f"sent one at a time over gRPC on loopback, timed end to end; the 12 MP rows send the first "
+              f"{len(query_sets['large'])} of them upscaled to {LARGE_SIZE[0]} x {LARGE_SIZE[1]}. Command: "
+              f"`python -m bench.service --references {args.references} --queries {args.queries} "
+              f"--large-queries {args.large_queries}`.\n")
     (RESULTS / "service.md").write_text(table)
     print(table)
 

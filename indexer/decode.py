@@ -71,7 +71,7 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> DecodedImage
     try:
         im.seek(0)  # first frame of animations
         im.load()
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # in place: otherwise a full copy even when upright
         im = _to_rgb(im)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"image too large: {exc}") from None
@@ -86,4 +86,4 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    return im.convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")  # convert() would copy an RGB image

@@ -24,12 +24,11 @@ from indexer.embedder import Embedder
 from indexer.errors import InvalidRequest, NotFound
 from indexer.model_bundle import ModelBundle
 from indexer.pipeline import IngestPipeline
-from indexer.query_views import query_views
+from indexer.query_views import query_batch
 from indexer.store import Reference
 from indexer.store.embedded import EmbeddedPostgres
 from indexer.store.migrate import upgrade
 from indexer.store.postgres import PostgresStore
-from indexer.vae import preprocess
 from indexer.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -112,8 +111,8 @@ class OriginIndex:
         if not 1 <= top_k <= self.settings.max_top_k:
             raise InvalidRequest(f"top_k must be between 1 and {self.settings.max_top_k}, got {top_k}")
         query = self.decode(data)
-        views = query_views(query.image, flip=self.settings.query_flip, trim=self.settings.query_trim)
-        x = preprocess(views)  # once: the detectors reuse the query's view (a large photo's resize is slow)
+        # Preprocessed once: the detectors reuse the query's view (a large photo's resize is slow).
+        x = query_batch(query.image, flip=self.settings.query_flip, trim=self.settings.query_trim)
         latents = self.embedder.encode(x)
         candidates = self.search(self.embedder.project(latents), top_k, collection)
         threshold = self.match_threshold

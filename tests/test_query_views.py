@@ -1,10 +1,12 @@
 """Query views: the mirror and the border-trimmed view, and what they find."""
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 
 from indexer.pipeline import IngestItem
-from indexer.query_views import MIN_TRIM, query_views, trim_borders
+from indexer.query_views import MIN_TRIM, query_batch, query_views, trim_borders
+from indexer.vae import preprocess
 from tests.conftest import encode
 from training.edits import apply
 
@@ -40,6 +42,15 @@ def test_views_order_and_options(reference_images):
     assert views[0] is framed
     assert np.array_equal(np.asarray(views[2]), np.asarray(ImageOps.mirror(views[0])))
     assert len(query_views(framed, flip=False, trim=False)) == 1
+
+
+def test_query_batch_is_the_views_preprocessed(reference_images):
+    """The mirror views' tensors are flipped, not resized again: the same pixels exactly."""
+    framed = apply("letterbox", _photo(reference_images), 1).resize((700, 530))
+    for flip in (True, False):
+        for trim in (True, False):
+            expected = preprocess(query_views(framed, flip=flip, trim=trim))
+            assert torch.equal(query_batch(framed, flip=flip, trim=trim), expected), (flip, trim)
 
 
 def test_letterboxed_and_mirrored_copies_are_found(origin, reference_images):
