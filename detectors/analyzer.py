@@ -141,10 +141,13 @@ class InpaintingAnalyzer:
 
     @torch.inference_mode()
     def analyze(self, images: Sequence[Image.Image], latents: torch.Tensor | None = None,
-                localize: bool | None = None, inputs: torch.Tensor | None = None) -> list[InpaintingResult]:
+                localize: bool | None = None, inputs: torch.Tensor | None = None,
+                sizes: Sequence[tuple[int, int]] | None = None) -> list[InpaintingResult]:
         """Verdicts for RGB images. ``latents`` / ``inputs``: the embedder's latents and
         ``preprocess``-ed batch of the same images, if at hand (not recomputed then).
-        ``localize``: None = only when not confidently clean; True/False = always/never."""
+        ``localize``: None = only when not confidently clean; True/False = always/never.
+        ``sizes``: (width, height) to draw each mask at, when an image was decoded at a
+        reduced scale (``indexer.decode``); by default each image's own size."""
         if not images:
             return []
         x = (inputs if inputs is not None else preprocess(images)).to(self.device)
@@ -169,7 +172,8 @@ class InpaintingAnalyzer:
         for i, (im, p) in enumerate(zip(images, probs)):
             mask = None
             if i in maps:
-                mask = mask_at_size(maps[i], im.size, self.localizer.config.pixel_threshold)
+                size = tuple(sizes[i]) if sizes is not None else im.size
+                mask = mask_at_size(maps[i], size, self.localizer.config.pixel_threshold)
             results.append(InpaintingResult(float(p), bool(p >= self.threshold), self.threshold, i in maps, mask))
         return results
 

@@ -5,6 +5,14 @@ header before decoding pixels so a decompression bomb (a tiny file that
 declares a huge canvas) is refused without allocating the canvas, applies
 the EXIF orientation (phones store portraits sideways) and flattens alpha on
 white, since a transparent background has no colour of its own.
+
+Nothing downstream looks at more than a 512 px version of an image (the models
+see 256 x 256, the border trim 512 px), so a large JPEG is decoded at a reduced
+scale (libjpeg's DCT scaling, ``Image.draft``: 1/2, 1/4 or 1/8, never below
+``WORKING_SIDE`` on either side): a 12 MP photo decodes in a quarter of the time
+and memory. ``DecodedImage`` keeps the image's own size for everything that
+reports or draws in its pixels (the stored width and height, the inpainting
+mask).
 """
 
 from __future__ import annotations
@@ -25,19 +33,21 @@ SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO
 __all__ = ["DecodedImage", "ImageError", "ImageTooLarge", "decode_image", "sha256_hex"]
 
 
+#: Shortest side a reduced-scale JPEG decode may have (see the module docstring).
+WORKING_SIDE = 512
+
+
 @dataclass(frozen=True)
 class DecodedImage:
-    image: Image.Image  # RGB, orientation applied
+    image: Image.Image  # RGB, orientation applied; a large JPEG at a reduced scale
     sha256: str  # of the bytes as received
     format: str
+    #: The image's own size (orientation applied), whatever scale ``image`` was decoded at.
+    width: int
+    height: int
 
-    @property
-    def width(self) -> int:
-        return self.image.width
 
-    @property
-    def height(self) -> int:
-        return self.image.height
+_ORIENTATION = 0x0112  # EXIF tag
 
 
 def sha256_hex(data: bytes) -> str:
@@ -69,6 +79,10 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> DecodedImage
     if w * h > max_pixels:
         raise ImageTooLarge(f"image is {w}x{h} = {w * h} pixels; at most {max_pixels} are allowed")
     try:
+        if fmt in ("JPEG", "MPO") and min(w, h) >= 2 * WORKING_SIDE:
+            im.draft(im.mode, (WORKING_SIDE, WORKING_SIDE))  # libjpeg: the smallest scale >= that
+        # EXIF orientations 5-8 store the picture sideways: its own size has the sides swapped.
+        width, height = (h, w) if im.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8) else (w, h)
         im.seek(0)  # first frame of animations
         im.load()
         ImageOps.exif_transpose(im, in_place=True)  # in place: otherwise a full copy even when upright
@@ -77,7 +91,7 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> DecodedImage
         raise ImageTooLarge(f"image too large: {exc}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(f"image data is corrupt or truncated: {exc}") from None
-    return DecodedImage(image=im, sha256=sha256_hex(data), format=fmt)
+    return DecodedImage(image=im, sha256=sha256_hex(data), format=fmt, width=width, height=height)
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

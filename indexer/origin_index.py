@@ -120,7 +120,8 @@ class OriginIndex:
         verdict = None
         if self.settings.inpainting and self.bundle.inpainting is not None:
             # The same encoder pass serves both jobs: the detector reuses the query's latent.
-            verdict = self.bundle.inpainting.analyze([query.image], latents[:1], inputs=x[:1])[0]
+            verdict = self.bundle.inpainting.analyze([query.image], latents[:1], inputs=x[:1],
+                                                     sizes=[(query.width, query.height)])[0]
         return Identification(query, candidates, match, threshold, verdict)
 
     def search(self, vectors: np.ndarray, top_k: int, collection: str = "") -> list[Candidate]:

@@ -2,6 +2,7 @@ import io
 import struct
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -67,7 +68,28 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6  # rotate 90 degrees on display
     data = encode(im, exif=exif)
     decoded = decode_image(data, **LIMITS)
-    assert decoded.image.size == (40, 80)
+    assert decoded.image.size == (40, 80) and (decoded.width, decoded.height) == (40, 80)
+
+
+def test_large_jpeg_is_decoded_at_a_reduced_scale_and_keeps_its_size(reference_images):
+    """Nothing downstream needs more than 512 px: libjpeg decodes at 1/2 here (both sides stay
+    >= 512), the pixels match a full decode resized, and the image's own size is kept, with
+    EXIF orientation applied to both."""
+    photo = reference_images[0].resize((1400, 1100), Image.Resampling.BICUBIC)
+    decoded = decode_image(encode(photo), **LIMITS)
+    assert decoded.image.size == (700, 550) and (decoded.width, decoded.height) == (1400, 1100)
+    full = Image.open(io.BytesIO(encode(photo))).convert("RGB").resize((700, 550), Image.Resampling.BOX)
+    diff = np.abs(np.asarray(decoded.image, np.float32) - np.asarray(full, np.float32))
+    assert diff.mean() < 2.0, diff.mean()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = decode_image(encode(photo, exif=exif), **LIMITS)
+    assert turned.image.size == (550, 700) and (turned.width, turned.height) == (1100, 1400)
+    small = decode_image(encode(photo.resize((1000, 800))), **LIMITS)  # a side under 1,024: decoded whole
+    assert small.image.size == (small.width, small.height) == (1000, 800)
+    png = io.BytesIO()
+    photo.save(png, format="PNG")
+    assert decode_image(png.getvalue(), **LIMITS).image.size == (1400, 1100)
 
 
 def test_alpha_is_flattened_on_white():

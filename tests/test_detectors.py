@@ -104,6 +104,9 @@ def test_verdict_mask_is_at_query_size_and_deterministic(analyzer, photos):
     assert np.array_equal(first.mask, again.mask) and first.probability == again.probability
     png = Image.open(io.BytesIO(first.mask_png()))
     assert png.size == (300, 220) and set(np.unique(np.asarray(png))) <= {0, 255}
+    # A query decoded at a reduced scale gets its mask at its own size.
+    scaled = analyzer.analyze([query], localize=True, sizes=[(1200, 880)])[0]
+    assert scaled.mask.shape == (880, 1200) and scaled.probability == first.probability
     if first.mask.any():
         x, y, w, h = first.bbox
         assert first.mask[y:y + h, x:x + w].sum() == first.mask.sum()

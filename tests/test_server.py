@@ -225,3 +225,28 @@ def test_inpainted_query_gets_a_localized_verdict(client, images, reference_imag
     # The mask overlaps the painted region better than chance would.
     overlap = (mask & truth).sum() / max(mask.sum(), 1)
     assert overlap > truth.mean(), (overlap, truth.mean())
+
+
+def test_large_query_is_answered_in_its_own_pixels(client, images, reference_images):
+    """A 1,600 px JPEG is decoded at half scale (indexer.decode), but the answer reports its
+    own size and draws the mask at that size, over the painted region."""
+    import numpy as np
+
+    from training.inpainting import inpaint
+
+    ids = [r.reference.id for r in add_all(client, images)]
+    fake = inpaint(reference_images[0].resize((384, 384)), "rectangle", "telea", np.random.default_rng(3))
+    large = fake.image.resize((1600, 1600), Image.Resampling.BICUBIC)
+    truth = np.asarray(Image.fromarray(fake.mask).resize((1600, 1600))) > 0
+    buf = io.BytesIO()
+    large.save(buf, format="JPEG", quality=90)
+    reply = client.identify(buf.getvalue(), top_k=1)
+    assert reply.candidates[0].reference.id == ids[0]
+    assert (reply.query_width, reply.query_height) == (1600, 1600)
+    v = reply.inpainting
+    assert v.available and v.localized, v
+    mask = np.asarray(Image.open(io.BytesIO(v.mask_png))) > 127
+    assert mask.shape == (1600, 1600)
+    x, y, w, h = v.mask_bbox.x, v.mask_bbox.y, v.mask_bbox.width, v.mask_bbox.height
+    assert mask[y:y + h, x:x + w].sum() == mask.sum() > 0
+    assert (mask & truth).sum() / mask.sum() > truth.mean()
