@@ -9,10 +9,10 @@ white, since a transparent background has no colour of its own.
 Nothing downstream looks at more than a 512 px version of an image (the models
 see 256 x 256, the border trim 512 px), so a large JPEG is decoded at a reduced
 scale (libjpeg's DCT scaling, ``Image.draft``: 1/2, 1/4 or 1/8, never below
-``WORKING_SIDE`` on either side): a 12 MP photo decodes in a quarter of the time
-and memory. ``DecodedImage`` keeps the image's own size for everything that
-reports or draws in its pixels (the stored width and height, the inpainting
-mask).
+``WORKING_SIDE`` on either side): a 16 MP photo decodes in 23 ms instead of 35
+here (the entropy decoding stays) into a fraction of the memory. ``DecodedImage``
+keeps the image's own size for everything that reports or draws in its pixels (the
+stored width and height, the inpainting mask).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from indexer.errors import ImageError, ImageTooLarge
 
@@ -45,9 +45,6 @@ class DecodedImage:
     #: The image's own size (orientation applied), whatever scale ``image`` was decoded at.
     width: int
     height: int
-
-
-_ORIENTATION = 0x0112  # EXIF tag
 
 
 def sha256_hex(data: bytes) -> str:
@@ -82,7 +79,7 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> DecodedImage
         if fmt in ("JPEG", "MPO") and min(w, h) >= 2 * WORKING_SIDE:
             im.draft(im.mode, (WORKING_SIDE, WORKING_SIDE))  # libjpeg: the smallest scale >= that
         # EXIF orientations 5-8 store the picture sideways: its own size has the sides swapped.
-        width, height = (h, w) if im.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8) else (w, h)
+        width, height = (h, w) if im.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8) else (w, h)
         im.seek(0)  # first frame of animations
         im.load()
         ImageOps.exif_transpose(im, in_place=True)  # in place: otherwise a full copy even when upright
