@@ -27,8 +27,10 @@ pristine and on globally edited images (per edit family too); robustness
 downscaling; pixel-level F1 and IoU per inpainted image (localizer forced on,
 and as served, where a skipped localization counts as an empty mask);
 milliseconds per query for detection alone and detection + localization.
-Writes ``bench/results/inpainting.{md,json}``, ``inpainting_roc.png`` and a
-mask sheet ``inpainting_masks.png``.
+Also broken down: AUC by fill method, mask type and painted area, and per test
+photo (which content the misses come from). Writes
+``bench/results/inpainting.{md,json}``, ``inpainting_roc.png``, a mask sheet
+``inpainting_masks.png`` and the numbered test photos ``inpainting_photos.png``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import argparse
 import io
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +74,7 @@ def perturb(sample: Sample, kind: str) -> Sample:
     quality = {"jpeg70": 70, "jpeg50": 50}.get(kind, 90)
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=quality)
-    return Sample(buf.getvalue(), mask, sample.inpainted, sample.mask_type, sample.fill, kind)
+    return Sample(buf.getvalue(), mask, sample.inpainted, sample.mask_type, sample.fill, kind, sample.source)
 
 
 def build_groups(photos, per_group: int, seed: int) -> dict[str, list[Sample]]:
@@ -88,12 +91,14 @@ def build_groups(photos, per_group: int, seed: int) -> dict[str, list[Sample]]:
     with tqdm(total=total, desc="samples", unit="img", dynamic_ncols=True) as bar:
         for name, spec in specs.items():
             for _ in range(per_group):
-                groups[name].append(make_sample(photos[int(rng.integers(len(photos)))], rng, **spec))
+                source = int(rng.integers(len(photos)))
+                groups[name].append(replace(make_sample(photos[source], rng, **spec), source=source))
                 bar.update()
         for i in range(per_group):
             family = GLOBAL_EDIT_FAMILIES[i % len(GLOBAL_EDIT_FAMILIES)]
+            source = int(rng.integers(len(photos)))
             groups["globally edited"].append(
-                make_sample(photos[int(rng.integers(len(photos)))], rng, inpainted=False, global_edit=family))
+                replace(make_sample(photos[source], rng, inpainted=False, global_edit=family), source=source))
             bar.update()
     return groups
 
@@ -172,6 +177,64 @@ def mask_sheet(samples: list[Sample], results: list[InpaintingResult], path: Pat
     sheet.save(path)
 
 
+def mask_area_bucket(sample: Sample) -> str:
+    area = float(sample.mask.mean())
+    return "area < 3%" if area < 0.03 else "area 3-10%" if area < 0.10 else "area >= 10%"
+
+
+def breakdown(inpainted: list[Sample], pos: np.ndarray, neg: np.ndarray) -> dict[str, dict[str, float]]:
+    """AUC against all negatives of the inpainted images (every group pooled) by fill method,
+    mask type and painted area: which kind of edit the detector misses."""
+    keys = {"fill": lambda s: s.fill, "mask type": lambda s: s.mask_type, "painted area": mask_area_bucket}
+    out: dict[str, dict[str, float]] = {}
+    for what, key in keys.items():
+        labels = np.array([key(s) for s in inpainted])
+        out[what] = {label: roc_auc(pos[labels == label], neg) for label in sorted(set(labels))}
+    return out
+
+
+def per_photo(photos: list[Image.Image], groups: dict[str, list[Sample]], prob: dict[str, np.ndarray],
+              f1_of: dict[str, np.ndarray], threshold: float) -> list[dict]:
+    """Per test photo: AUC of the inpainted images cut from it against all negatives, the
+    false-positive rate of its own negatives and its mean pixel F1. A few photos of flat or
+    smooth content (a grey microscope field, a motion-blurred sky) hold most of the misses."""
+    names = ["seen", "unseen mask", "unseen fill"]
+    source = {name: np.array([s.source for s in samples]) for name, samples in groups.items()}
+    neg = np.concatenate([prob["pristine"], prob["globally edited"]])
+    neg_source = np.concatenate([source["pristine"], source["globally edited"]])
+    rows = []
+    for i, photo in enumerate(photos):
+        pos = np.concatenate([prob[n][source[n] == i] for n in names])
+        f1 = np.concatenate([f1_of[n][source[n] == i] for n in names])
+        own = neg[neg_source == i]
+        rows.append({"photo": i, "size": list(photo.size), "inpainted": len(pos), "negatives": len(own),
+                     "auc": roc_auc(pos, neg) if len(pos) else float("nan"),
+                     "fpr_at_threshold": float((own >= threshold).mean()) if len(own) else float("nan"),
+                     "pixel_f1": float(f1.mean()) if len(f1) else float("nan")})
+    return rows
+
+
+def photo_sheet(photos: list[Image.Image], rows: list[dict], path: Path, height: int = 120,
+                width: int = 960) -> None:
+    """The test photos in rows of at most ``width`` px, each captioned with its number and AUC."""
+    from PIL import ImageDraw
+
+    thumbs = [p.resize((max(1, round(p.width * height / p.height)), height)) for p in photos]
+    cells = [max(t.width, 100) + 6 for t in thumbs]  # room for the caption under a narrow photo
+    places, x, y = [], 0, 0
+    for cell in cells:
+        if x and x + cell > width:
+            x, y = 0, y + height + 20
+        places.append((x, y))
+        x += cell
+    sheet = Image.new("RGB", (max(px + c for (px, _), c in zip(places, cells)), y + height + 20), "white")
+    draw = ImageDraw.Draw(sheet)
+    for thumb, row, (px, py) in zip(thumbs, rows, places):
+        sheet.paste(thumb, (px, py))
+        draw.text((px + 2, py + height + 4), f"#{row['photo']} AUC {row['auc']:.2f}", fill="black")
+    sheet.save(path)
+
+
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
     import matplotlib
 
@@ -222,11 +285,12 @@ def main(argv: list[str] | None = None) -> None:
     report: dict = {"machine": machine(), "model_version": bundle.version, "test_photos": len(photos),
                     "threshold": analyzer.threshold, "localize_threshold": analyzer.localize_threshold,
                     "per_group": args.per_group, "detection": {}, "localization": {}, "robustness": {}}
-    positives_all = []
+    positives_all, f1_of = [], {}
     for name in ["seen", "unseen mask", "unseen fill"]:
         pos = prob[name]
         positives_all.append(pos)
         f1, iou = zip(*(pixel_scores(r.mask, s.mask) for r, s in zip(results[name], groups[name])))
+        f1_of[name] = np.asarray(f1)
         served = [pixel_scores(r.mask if r.probability >= analyzer.localize_threshold else None, s.mask)
                   for r, s in zip(results[name], groups[name])]
         report["detection"][name] = detection_scores(pos, negatives, analyzer.threshold)
@@ -235,6 +299,9 @@ def main(argv: list[str] | None = None) -> None:
                                         "localized_as_served": float((pos >= analyzer.localize_threshold).mean())}
     allpos = np.concatenate(positives_all)
     report["detection"]["all inpainted"] = detection_scores(allpos, negatives, analyzer.threshold)
+    inpainted = [s for name in ["seen", "unseen mask", "unseen fill"] for s in groups[name]]
+    report["breakdown"] = breakdown(inpainted, allpos, negatives)
+    report["photos"] = per_photo(photos, groups, prob, f1_of, analyzer.threshold)
     report["false_positives"] = {
         "pristine": float((prob["pristine"] >= analyzer.threshold).mean()),
         "globally edited": float((prob["globally edited"] >= analyzer.threshold).mean()),
@@ -264,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     sheet_samples = [s for name in ["seen", "unseen mask", "unseen fill"] for s in groups[name][:3]]
     sheet_results = [r for name in ["seen", "unseen mask", "unseen fill"] for r in results[name][:3]]
     mask_sheet(sheet_samples, sheet_results, args.out / "inpainting_masks.png", n=9)
+    photo_sheet(photos, report["photos"], args.out / "inpainting_photos.png")
     print(to_markdown(report))
 
 
@@ -290,6 +358,18 @@ def to_markdown(r: dict) -> str:
               "| perturbation (seen vs pristine) | AUC | TPR at threshold | FPR at threshold |", "|---|---|---|---|"]
     for kind, d in r["robustness"].items():
         lines.append(f"| {kind} | {d['auc']:.3f} | {d['tpr_at_threshold']:.3f} | {d['fpr_at_threshold']:.3f} |")
+    if "breakdown" in r:
+        lines += ["", "| inpainted images (all groups) by | kind | AUC |", "|---|---|---|"]
+        lines += [f"| {what} | {label} | {v:.3f} |" for what, d in r["breakdown"].items() for label, v in d.items()]
+    if "photos" in r:
+        lines += ["", "Per test photo (`inpainting_photos.png` shows them, numbered): AUC of the inpainted images "
+                      "cut from it against all negatives, false positives among its own negatives, mean pixel F1:",
+                  "", "| photo | size | inpainted | AUC | negatives | FPR at threshold | pixel F1 |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in r["photos"]:
+            lines.append(f"| #{row['photo']} | {row['size'][0]} x {row['size'][1]} | {row['inpainted']} | "
+                         f"{row['auc']:.3f} | {row['negatives']} | {row['fpr_at_threshold']:.3f} | "
+                         f"{row['pixel_f1']:.3f} |")
     lat = r["latency"]
     lines += ["", f"Per query (one image at a time, median / p95): detection {lat['detect_ms']:.0f} / "
                   f"{lat['detect_p95_ms']:.0f} ms, detection + localization {lat['detect_localize_ms']:.0f} / "

@@ -218,6 +218,8 @@ class Sample:
     mask_type: str = ""
     fill: str = ""
     global_edit: str = ""
+    #: Index of the photo it was cut from, in the list a benchmark drew from (-1: not recorded).
+    source: int = -1
 
 
 def make_sample(photo: Image.Image, rng: np.random.Generator, *, inpainted: bool,

@@ -1,0 +1,41 @@
+"""The inpainting benchmark's bookkeeping: each sample remembers its photo, and the
+per-photo and per-kind breakdowns read the right samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.inpainting import breakdown, build_groups, per_photo
+from training.data import procedural_image
+
+
+def test_groups_record_their_source_photo_and_breakdowns_follow_it():
+    # Two photos of different sizes: every sample is a crop of one of them, so its
+    # recorded source must be a valid index, and both photos must be drawn.
+    photos = [procedural_image(11, size=320), procedural_image(12, size=448)]
+    groups = build_groups(photos, per_group=6, seed=3)
+    sources = {s.source for samples in groups.values() for s in samples}
+    assert sources == {0, 1}
+
+    # Scores that depend only on the source photo: photo 0's painted images score above
+    # every negative, photo 1's below, so their AUCs must come out 1 and 0.
+    names = ["seen", "unseen mask", "unseen fill", "pristine", "globally edited"]
+    prob = {n: np.array([(0.9 if s.source == 0 else 0.1) if s.inpainted else 0.5 for s in groups[n]])
+            for n in names}
+    f1 = {n: np.full(len(groups[n]), 0.25) for n in names[:3]}
+    rows = per_photo(photos, groups, prob, f1, threshold=0.6)
+    assert [r["size"] for r in rows] == [[320, 320], [448, 448]]
+    assert rows[0]["auc"] == 1.0 and rows[1]["auc"] == 0.0
+    assert all(r["fpr_at_threshold"] == 0.0 for r in rows if r["negatives"])
+    assert sum(r["inpainted"] for r in rows) == 18 and sum(r["negatives"] for r in rows) == 12
+
+    inpainted = [s for n in names[:3] for s in groups[n]]
+    pos = np.concatenate([prob[n] for n in names[:3]])
+    neg = np.concatenate([prob["pristine"], prob["globally edited"]])
+    table = breakdown(inpainted, pos, neg)
+    assert set(table["fill"]) == {s.fill for s in inpainted}
+    assert set(table["mask type"]) == {s.mask_type for s in inpainted}
+    for label, auc in table["fill"].items():
+        share = np.mean([s.source == 0 for s in inpainted if s.fill == label])
+        assert auc == pytest.approx(share)  # AUC is 1 for photo-0 samples and 0 for photo-1 samples
