@@ -1,6 +1,7 @@
 """``InpaintingAnalyzer``: one query image -> an inpainting verdict and, when warranted, a mask.
 
-Data flow for a query (all on the bundle's device, under the bundle's lock):
+Data flow for a query (the models on the bundle's device, on the compute thread of
+``indexer.compute``, under the bundle's lock):
 
 1. ``x``: the query resized to 256x256 in [-1, 1], exactly as the embedder
    sees it; the embedder's view and VAE latent are reused when given, so the
@@ -38,6 +39,7 @@ from detectors import detector as det
 from detectors import localizer as loc
 from detectors.copy_move import CopyMoveSearch
 from detectors.weights import load_model, save_model
+from indexer import compute
 from indexer.vae import preprocess
 
 FILES = {"denoiser": "denoiser.safetensors", "detector": "detector.safetensors",
@@ -139,7 +141,6 @@ class InpaintingAnalyzer:
         recon = self.vae.decode(latents).sample.clamp(-1, 1)
         return (x - recon).abs(), self.denoiser.lare(latents, seed=self.seed)
 
-    @torch.inference_mode()
     def analyze(self, images: Sequence[Image.Image], latents: torch.Tensor | None = None,
                 localize: bool | None = None, inputs: torch.Tensor | None = None,
                 sizes: Sequence[tuple[int, int]] | None = None) -> list[InpaintingResult]:
@@ -150,7 +151,23 @@ class InpaintingAnalyzer:
         reduced scale (``indexer.decode``); by default each image's own size."""
         if not images:
             return []
-        x = (inputs if inputs is not None else preprocess(images)).to(self.device)
+        x = inputs if inputs is not None else preprocess(images)
+        probs, maps = compute.run(self._infer, x, latents, localize)
+        results = []
+        for i, (im, p) in enumerate(zip(images, probs)):
+            mask = None
+            if i in maps:
+                size = tuple(sizes[i]) if sizes is not None else im.size
+                mask = mask_at_size(maps[i], size, self.localizer.config.pixel_threshold)
+            results.append(InpaintingResult(float(p), bool(p >= self.threshold), self.threshold, i in maps, mask))
+        return results
+
+    @torch.inference_mode()
+    def _infer(self, x: torch.Tensor, latents: torch.Tensor | None,
+               localize: bool | None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """The models' part of ``analyze`` (on the compute thread): probabilities, and the
+        mask probability maps (64 x 64) of the images localized, by index."""
+        x = x.to(self.device)
         with self.lock:
             pixel_error, lare = self.error_maps(x, latents)
             out = self.detector(x, pixel_error, lare)
@@ -168,14 +185,7 @@ class InpaintingAnalyzer:
                                                         pixel_error[todo].flip(-1))
                 sampled = self.localizer.sample_mirrored(cond, mirrored_cond, seed=self.seed).float().cpu().numpy()
                 maps = {i: sampled[k, 0] for k, i in enumerate(todo)}
-        results = []
-        for i, (im, p) in enumerate(zip(images, probs)):
-            mask = None
-            if i in maps:
-                size = tuple(sizes[i]) if sizes is not None else im.size
-                mask = mask_at_size(maps[i], size, self.localizer.config.pixel_threshold)
-            results.append(InpaintingResult(float(p), bool(p >= self.threshold), self.threshold, i in maps, mask))
-        return results
+        return probs, maps
 
 
 def upsample_probability(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:

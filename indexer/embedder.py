@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from indexer import compute
 from indexer.model_bundle import ModelBundle
 from indexer.vae import preprocess
 
@@ -32,16 +33,22 @@ class Embedder:
         """Flattened VAE latent means (N, latent_dim) on the bundle's device."""
         return self.encode(preprocess(images))
 
-    @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``latents`` of an already preprocessed batch (``indexer.vae.preprocess``)."""
-        with self.bundle.lock:
-            mean = self.bundle.vae.encode(x.to(self.bundle.device)).latent_dist.mean
-        return mean.flatten(1).float()
+        return compute.run(self._encode, x)
 
     @torch.inference_mode()
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        with self.bundle.lock:
+            mean = self.bundle.vae.encode(x.to(self.bundle.device)).latent_dist.mean
+            return mean.flatten(1).float()
+
     def project(self, latents: torch.Tensor) -> np.ndarray:
         """Flattened latents -> L2-normalised embeddings (N, dim), float32."""
+        return compute.run(self._project, latents)
+
+    @torch.inference_mode()
+    def _project(self, latents: torch.Tensor) -> np.ndarray:
         return self.bundle.transform(latents).cpu().numpy().astype(np.float32, copy=False)
 
     @torch.inference_mode()

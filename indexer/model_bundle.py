@@ -18,6 +18,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from detectors.analyzer import InpaintingAnalyzer
+from indexer import compute
 from indexer.config import Settings
 from indexer.transform import LinearTransform, vae_fingerprint
 from indexer.vae import load_vae
@@ -46,7 +47,8 @@ class ModelBundle:
     device: torch.device
     version: str
     #: Serialises use of the models: CPU torch already uses every core per call,
-    #: and one GPU stream gains nothing from interleaved small batches.
+    #: and one GPU stream gains nothing from interleaved small batches. (Once
+    #: ``indexer.compute`` is enabled the models run on one thread anyway.)
     lock: threading.Lock
     #: Inpainting detector + localizer on the same VAE; None when turned off or not installed.
     inpainting: InpaintingAnalyzer | None = None
@@ -61,6 +63,11 @@ class ModelBundle:
 
     @classmethod
     def load(cls, settings: Settings) -> ModelBundle:
+        """Load on the compute thread (``indexer.compute``), where the models will run."""
+        return compute.run(cls._load, settings)
+
+    @classmethod
+    def _load(cls, settings: Settings) -> ModelBundle:
         device = select_device(settings.device)
         vae_source = settings.vae or str(settings.model_dir / "vae")
         transform_path = Path(settings.transform or settings.model_dir / "transform.safetensors")

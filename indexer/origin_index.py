@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from detectors.analyzer import InpaintingResult
+from indexer import compute
 from indexer.config import Settings
 from indexer.decode import DecodedImage, decode_image
 from indexer.embedder import Embedder
@@ -84,6 +85,9 @@ class OriginIndex:
 
     @classmethod
     def open(cls, settings: Settings, bundle: ModelBundle | None = None) -> OriginIndex:
+        # Models and FAISS searches on one thread from here on, including the models' loading
+        # (requests arrive on many threads; see indexer.compute).
+        compute.enable()
         bundle = bundle or ModelBundle.load(settings)
         store, embedded = open_store(settings)
         index = VectorIndex(bundle.dim, use_gpu=settings.faiss_gpu,

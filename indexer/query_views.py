@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from indexer.vae import preprocess
+from indexer.vae import preprocess_arrays, to_tensor
 
 #: A border row/column is "background" when this share of its pixels is within
 #: ``TOLERANCE`` of the border's colour (text in a title bar covers about a third of its rows).
@@ -87,5 +87,5 @@ def query_batch(image: Image.Image, flip: bool = True, trim: bool = True) -> tor
     The mirror views are the other views' tensors flipped: mirroring commutes with the
     resize (the same pixels, exactly), and a large query then needs one resize per view
     instead of two, and no full-size mirror image."""
-    x = preprocess(query_views(image, flip=False, trim=trim))
-    return torch.cat([x, x.flip(-1)]) if flip else x
+    x = preprocess_arrays(query_views(image, flip=False, trim=trim))
+    return to_tensor(np.concatenate([x, x[:, :, ::-1]]) if flip else x)

@@ -9,7 +9,9 @@
   the next search re-copies it from the master: deletes take effect at once.
 * All searches go through one worker thread that batches concurrent queries:
   faiss GPU indexes are not thread-safe, and one batched search beats many
-  small ones on either device.
+  small ones on either device. The worker hands each batch to the process's
+  compute thread (``indexer.compute``), where the models run too: faiss and
+  torch share an OpenMP runtime that slows down once several threads use it.
 * ``save`` writes the index and a checkpoint (model version, count, max id,
   id sum, file hash) atomically; ``load_or_rebuild`` trusts the file only if
   the checkpoint matches the store, otherwise it rebuilds from PostgreSQL.
@@ -30,6 +32,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from indexer import compute
 from indexer.store import Checkpoint, ReferenceStore
 
 log = logging.getLogger(__name__)
@@ -173,7 +176,9 @@ class VectorIndex:
             try:
                 k_max = max(k for _, k, _ in batch)
                 queries = np.concatenate([q for q, _, _ in batch])
-                scores, ids = self._search_now(queries, k_max)
+                # On the compute thread, where the models run: faiss and torch share one OpenMP
+                # runtime, and a second thread starting parallel work slows both (indexer.compute).
+                scores, ids = compute.run(self._search_now, queries, k_max)
                 row = 0
                 for q, k, future in batch:
                     n = len(q)

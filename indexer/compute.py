@@ -1,0 +1,69 @@
+"""One thread for a service process's parallel numeric work (torch models, FAISS searches).
+
+Why one thread: torch and faiss share one OpenMP runtime (faiss binds to the
+libgomp that torch loads), and libgomp gives every thread that starts parallel
+work a team of worker threads of its own. Once a process has more of those
+threads than CPU cores, libgomp stops letting idle workers spin between
+parallel regions ("throttled" spinning), so each of the thousands of small
+parallel regions in a model pass waits for a sleeping worker to be woken. A
+gRPC server runs requests on a pool of threads and searches FAISS on another,
+so every query paid for it. Measured on the 2-core CPU, 384 px queries at 10k
+references: identify with inpainting analysis 240 ms with the models on the
+request threads, 156 ms with all of it on one thread (the analysis alone
+190 -> 122 ms).
+
+``enable()`` starts the thread (``OriginIndex.open`` does, before loading the
+models, so even their first use happens there); from then on ``run(fn, ...)``
+executes ``fn`` on it and returns its result or raises its exception. Until
+then, and when called from the compute thread itself, ``run`` calls ``fn``
+inline, so training scripts and tests that drive the models from their main
+thread keep one team without a hop. The thread also serialises model use, as
+the bundle's lock does when ``run`` is inline.
+
+Code that runs on the compute thread must not wait for work it hands to
+another thread that itself calls ``run`` (the FAISS search worker does): it
+would wait for itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_executor: ThreadPoolExecutor | None = None
+_thread_id: int | None = None
+_start_lock = threading.Lock()
+
+
+def _record_thread() -> None:
+    global _thread_id
+    _thread_id = threading.get_ident()
+
+
+def enable() -> None:
+    """Start the compute thread (idempotent; it lives as long as the process)."""
+    global _executor
+    with _start_lock:
+        if _executor is None:
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compute", initializer=_record_thread)
+            executor.submit(lambda: None).result()  # the thread exists and its id is known
+            _executor = executor
+
+
+def enabled() -> bool:
+    return _executor is not None
+
+
+def on_compute_thread() -> bool:
+    return _thread_id is not None and threading.get_ident() == _thread_id
+
+
+def run(fn: Callable[..., T], /, *args, **kwargs) -> T:
+    """``fn(*args, **kwargs)`` on the compute thread once enabled, else inline."""
+    if _executor is None or on_compute_thread():
+        return fn(*args, **kwargs)
+    return _executor.submit(fn, *args, **kwargs).result()
