@@ -28,7 +28,6 @@ class Embedder:
     def dim(self) -> int:
         return self.bundle.dim
 
-    @torch.inference_mode()
     def latents(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Flattened VAE latent means (N, latent_dim) on the bundle's device."""
         return self.encode(preprocess(images))
@@ -51,7 +50,6 @@ class Embedder:
     def _project(self, latents: torch.Tensor) -> np.ndarray:
         return self.bundle.transform(latents).cpu().numpy().astype(np.float32, copy=False)
 
-    @torch.inference_mode()
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """L2-normalised embeddings (N, dim), float32, in input order."""
         if not images:

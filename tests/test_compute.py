@@ -52,9 +52,10 @@ def test_query_models_and_search_run_on_one_thread(settings, bundle, images, ref
 
         origin.index._search_now = recording_search
         query = encode(apply("overlay", reference_images[2], seed=1))
+        saved = analyzer.detector.config.localize_threshold
         try:
             # Two request threads, as gRPC would use; localization forced so the localizer runs.
-            analyzer.detector.config.localize_threshold, saved = 0.0, analyzer.detector.config.localize_threshold
+            analyzer.detector.config.localize_threshold = 0.0
             with ThreadPoolExecutor(2, thread_name_prefix="request") as pool:
                 answers = list(pool.map(lambda _: origin.identify(query, top_k=3), range(2)))
         finally:
