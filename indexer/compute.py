@@ -54,10 +54,6 @@ def enable() -> None:
             _executor = executor
 
 
-def enabled() -> bool:
-    return _executor is not None
-
-
 def on_compute_thread() -> bool:
     return _thread_id is not None and threading.get_ident() == _thread_id
 
