@@ -4,6 +4,9 @@ One role per file:
 
 * ``denoiser``: ``LatentDenoiser``, a small epsilon-prediction network over the
   VAE's latents, and the LaRE map it yields (LaRE^2);
+* ``unet_lare``: ``UNetLare``, the same map from a pretrained Stable Diffusion
+  UNet, for users who have one (the detectors are trained on either source);
+* ``copy_move``: ``CopyMoveSearch``, copied patches found in the query itself;
 * ``detector``: ``InpaintingDetector``, image features refined by the pixel
   reconstruction error and the LaRE map (error-guided spatial and channel
   refinement, scale-aware pyramid fusion) -> a probability and a coarse mask;

@@ -7,7 +7,7 @@ Data flow for a query (the models on the bundle's device, on the compute thread 
    sees it; the embedder's view and VAE latent are reused when given, so the
    resize and the encoder run once per query for both jobs;
 2. pixel reconstruction error ``|x - D(z)|`` and the LaRE map of the latent
-   denoiser;
+   denoiser (or of a pretrained diffusion UNet, ``detectors.unet_lare``);
 3. ``InpaintingDetector`` on the query and on its mirror image, and
    ``CopyMoveSearch`` on the query -> probability (the two logits averaged, plus
    the weighted copy-move score), compared with the calibrated threshold stored
@@ -18,8 +18,11 @@ Data flow for a query (the models on the bundle's device, on the compute thread 
    seed), averages them (the mirror's flipped back) and upsamples to the
    query's size.
 
-Checkpoints live in one directory: ``denoiser.safetensors``,
-``detector.safetensors``, ``localizer.safetensors``.
+Checkpoints live in one directory: ``detector.safetensors``,
+``localizer.safetensors`` and the LaRE source the detector was trained with:
+``denoiser.safetensors`` (the project's ``LatentDenoiser``) or
+``lare_unet.safetensors`` (``UNetLare``: a pretrained UNet, loaded from the source
+that file names).
 """
 
 from __future__ import annotations
@@ -38,12 +41,17 @@ from detectors import denoiser as den
 from detectors import detector as det
 from detectors import localizer as loc
 from detectors.copy_move import CopyMoveSearch
+from detectors.unet_lare import UNetLare
 from detectors.weights import load_model, save_model
 from indexer import compute
 from indexer.vae import preprocess
 
 FILES = {"denoiser": "denoiser.safetensors", "detector": "detector.safetensors",
          "localizer": "localizer.safetensors"}
+#: Stands in for ``denoiser.safetensors`` when the LaRE map comes from a pretrained UNet.
+UNET_LARE_FILE = "lare_unet.safetensors"
+#: Either LaRE source: both have ``lare(latents, seed)`` and ``config.latent_channels``.
+LareSource = den.LatentDenoiser | UNetLare
 
 
 @dataclass
@@ -81,7 +89,7 @@ class InpaintingResult:
 
 
 class InpaintingAnalyzer:
-    def __init__(self, vae: torch.nn.Module, denoiser: den.LatentDenoiser, detector: det.InpaintingDetector,
+    def __init__(self, vae: torch.nn.Module, denoiser: LareSource, detector: det.InpaintingDetector,
                  localizer: loc.MaskDiffusionLocalizer, device: torch.device | str = "cpu",
                  lock: threading.Lock | None = None, seed: int = 0):
         self.device = torch.device(device)
@@ -108,10 +116,10 @@ class InpaintingAnalyzer:
     def load(cls, directory: str | Path, vae: torch.nn.Module, device: torch.device | str = "cpu",
              lock: threading.Lock | None = None, vae_fingerprint: str = "") -> InpaintingAnalyzer:
         directory = Path(directory)
-        missing = [name for name in FILES.values() if not (directory / name).is_file()]
+        device = torch.device(device)
+        missing = [FILES[k] for k in ("detector", "localizer") if not (directory / FILES[k]).is_file()]
         if missing:
             raise FileNotFoundError(f"inpainting models incomplete in {directory}: missing {missing}")
-        denoiser = load_model(den.LatentDenoiser, den.DenoiserConfig, directory / FILES["denoiser"], den.FORMAT)
         detector = load_model(det.InpaintingDetector, det.DetectorConfig, directory / FILES["detector"],
                               det.FORMAT)
         localizer = load_model(loc.MaskDiffusionLocalizer, loc.LocalizerConfig, directory / FILES["localizer"],
@@ -120,11 +128,11 @@ class InpaintingAnalyzer:
         if vae_fingerprint and expected and expected != vae_fingerprint:
             raise ValueError(f"inpainting models in {directory} were trained on VAE fingerprint {expected}, "
                              f"but the loaded VAE has {vae_fingerprint}; pass the matching --detectors")
-        return cls(vae, denoiser, detector, localizer, device, lock)
+        return cls(vae, load_lare_source(directory, device), detector, localizer, device, lock)
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
-        save_model(self.denoiser, directory / FILES["denoiser"], den.FORMAT)
+        save_lare_source(self.denoiser, directory)
         save_model(self.detector, directory / FILES["detector"], det.FORMAT)
         save_model(self.localizer, directory / FILES["localizer"], loc.FORMAT)
 
@@ -186,6 +194,30 @@ class InpaintingAnalyzer:
                 sampled = self.localizer.sample_mirrored(cond, mirrored_cond, seed=self.seed).float().cpu().numpy()
                 maps = {i: sampled[k, 0] for k, i in enumerate(todo)}
         return probs, maps
+
+
+def load_lare_source(directory: Path, device: torch.device) -> LareSource:
+    """The one LaRE source a detectors directory holds (a pretrained UNet runs in half
+    precision on a GPU)."""
+    has_denoiser, has_unet = (directory / FILES["denoiser"]).is_file(), (directory / UNET_LARE_FILE).is_file()
+    if has_denoiser == has_unet:
+        raise FileNotFoundError(f"{directory} must hold exactly one LaRE source, {FILES['denoiser']} or "
+                                f"{UNET_LARE_FILE}; it holds {'both' if has_denoiser else 'neither'}")
+    if has_unet:
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        return UNetLare.load(directory / UNET_LARE_FILE, dtype=dtype)
+    return load_model(den.LatentDenoiser, den.DenoiserConfig, directory / FILES["denoiser"], den.FORMAT)
+
+
+def save_lare_source(model: LareSource, directory: Path) -> None:
+    """Write ``model`` as its directory file, removing the other kind's (one source per directory)."""
+    name, other = ((UNET_LARE_FILE, FILES["denoiser"]) if isinstance(model, UNetLare)
+                   else (FILES["denoiser"], UNET_LARE_FILE))
+    if isinstance(model, UNetLare):
+        model.save(directory / name)
+    else:
+        save_model(model, directory / name, den.FORMAT)
+    (directory / other).unlink(missing_ok=True)
 
 
 def upsample_probability(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:

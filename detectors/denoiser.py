@@ -5,8 +5,8 @@ UNet for the noise in one step and keeps the squared error of that prediction
 as a 4-channel map: generated or painted-in content is predicted differently
 from camera content. No pretrained diffusion UNet can be downloaded here, so
 the project trains ``LatentDenoiser`` on latents of the bundled VAE
-(``python -m training.train_detectors``); a real UNet can replace it by
-providing the same ``predict_noise(z_t, t)`` interface.
+(``python -m training.train_detectors``); ``detectors.unet_lare.UNetLare`` computes
+the same map with a real pipeline's UNet (``--lare-unet``).
 """
 
 from __future__ import annotations

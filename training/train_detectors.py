@@ -11,7 +11,9 @@ asks for more samples, starts from there):
    types and fills only; real and inpainted examples alike are sometimes
    globally edited and always JPEG-finished. Through the shared VAE: the 256 px
    view, its latent and the pixel reconstruction error.
-2. ``denoiser``: ``LatentDenoiser`` on the latents of pristine train samples.
+2. ``denoiser``: ``LatentDenoiser`` on the latents of pristine train samples;
+   with ``--lare-unet``, a pretrained pipeline's UNet instead
+   (``detectors.unet_lare``: nothing to train; on a GPU when there is one).
 3. ``detector``: ``InpaintingDetector`` (image BCE + coarse-mask BCE/Dice) on
    random ``TRAIN_CROP`` crops under random flips and quarter turns (more
    distinct views of few photos; a crop without painted pixels is a negative),
@@ -62,8 +64,9 @@ from bench.inpainting import pixel_scores, roc_auc
 from detectors import denoiser as den
 from detectors import detector as det
 from detectors import localizer as loc
-from detectors.analyzer import FILES, InpaintingAnalyzer, upsample_probability
+from detectors.analyzer import FILES, InpaintingAnalyzer, save_lare_source, upsample_probability
 from detectors.copy_move import CopyMoveSearch
+from detectors.unet_lare import UNetLare
 from detectors.weights import load_model, save_model
 from indexer.transform import vae_fingerprint
 from indexer.vae import load_vae, preprocess
@@ -290,7 +293,7 @@ def train_denoiser(train, args, results: Path) -> den.LatentDenoiser:
         z = torch.where(torch.rand(len(z), 1, 1, 1, generator=gen) < 0.5, z, z.flip(-1))
         loss = model.training_loss(z, gen)
         optimize(opt, sched, loss)
-        history.append((step, float(loss)))
+        history.append((step, float(loss.detach())))
     plot_curve(history, results / "denoiser_loss.png", "noise MSE", smooth=True)
     return model.eval()
 
@@ -344,7 +347,7 @@ def train_detector(train, val, lare_train, lare_val, args, results: Path, finger
                 + F.binary_cross_entropy_with_logits(out.mask_logit, mask64, pos_weight=torch.tensor(3.0))
                 + (dice * y).sum() / y.sum().clamp(min=1))
         optimize(opt, sched, loss)
-        history.append((step, float(loss)))
+        history.append((step, float(loss.detach())))
         if (step + 1) % args.eval_every == 0 or step + 1 == args.detector_steps:
             probs = detector_outputs(model, val, lare_val, val_copy_move)
             score = auc(probs, val["label"])
@@ -423,7 +426,7 @@ def train_localizer(cond: np.ndarray, train, args, results: Path) -> loc.MaskDif
             c, m = c.flip(-1), m.flip(-1)
         loss = model.training_loss(c, m, gen)
         optimize(opt, sched, loss)
-        history.append((step, float(loss)))
+        history.append((step, float(loss.detach())))
     plot_curve(history, results / "localizer_loss.png", "localizer loss", smooth=True)
     config.training = {"steps": args.localizer_steps, "batch": args.batch, "lr": args.lr}
     return model.eval()
@@ -459,6 +462,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-samples", type=int, default=3000)
     p.add_argument("--val-samples", type=int, default=600)
     p.add_argument("--denoiser-steps", type=int, default=1500)
+    p.add_argument("--lare-unet", default="",
+                   help="compute the LaRE map with this pretrained pipeline's UNet (Hugging Face id or local "
+                        "folder with unet/, scheduler/, text_encoder/, tokenizer/) instead of training the "
+                        "project's latent denoiser; needs transformers (the 'pretrained' extra)")
+    p.add_argument("--lare-prompt", default="", help="text the UNet is conditioned on (LaRE^2: empty)")
     p.add_argument("--detector-steps", type=int, default=2500)
     p.add_argument("--localizer-steps", type=int, default=2500)
     p.add_argument("--batch", type=int, default=24)
@@ -493,18 +501,26 @@ def main(argv: list[str] | None = None) -> None:
         vae, generate(photos_in_split("val", photos), args.val_samples, args.seed + 7, desc="val samples",
                       **common), args.val_samples))
 
-    denoiser_path = args.work_dir / f"denoiser-{tag}.safetensors"
-    if denoiser_path.exists():
-        denoiser = load_model(den.LatentDenoiser, den.DenoiserConfig, denoiser_path, den.FORMAT)
+    if args.lare_unet:
+        denoiser = UNetLare.from_pretrained(args.lare_unet, float(vae.config.scaling_factor), args.lare_prompt)
     else:
-        denoiser = train_denoiser(train, args, args.results)
-        save_model(denoiser, denoiser_path, den.FORMAT)
+        denoiser_path = args.work_dir / f"denoiser-{tag}.safetensors"
+        if denoiser_path.exists():
+            denoiser = load_model(den.LatentDenoiser, den.DenoiserConfig, denoiser_path, den.FORMAT)
+        else:
+            denoiser = train_denoiser(train, args, args.results)
+            save_model(denoiser, denoiser_path, den.FORMAT)
+    # A pretrained UNet is worth a GPU when there is one (the maps are computed once per sample).
+    lare_device = torch.device("cuda" if args.lare_unet and torch.cuda.is_available() else "cpu")
+    denoiser.to(lare_device)
 
     def lare_of(data):
         out = []
-        for start in range(0, len(data["latent"]), 64):
-            z = torch.from_numpy(data["latent"][start:start + 64].astype(np.float32))
-            out.append(denoiser.lare(z).half().numpy())
+        batch = 64
+        for start in tqdm(range(0, len(data["latent"]), batch), desc="LaRE maps", unit="batch",
+                          dynamic_ncols=True, leave=False):
+            z = torch.from_numpy(data["latent"][start:start + batch].astype(np.float32)).to(lare_device)
+            out.append(denoiser.lare(z).cpu().half().numpy())
         return np.concatenate(out)
 
     lare_train, lare_val = lare_of(train), lare_of(val)
@@ -525,7 +541,7 @@ def main(argv: list[str] | None = None) -> None:
     print("detector calibration:", json.dumps(detector.config.calibration))
     if args.localizer_steps == 0:
         # The photo stage of the shipped recipe: only what the fine-tune starts from.
-        save_model(denoiser, args.out / FILES["denoiser"], den.FORMAT)
+        save_lare_source(denoiser.cpu(), args.out)
         save_model(detector, args.out / FILES["detector"], det.FORMAT)
         print(f"saved denoiser and detector (no localizer) to {args.out} in {(time.time() - started) / 60:.1f} min")
         return
@@ -534,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
     calibrate_pixel_threshold(localizer, localizer_conditions(detector, val, lare_val),
                               localizer_conditions(detector, val, lare_val, mirrored=True), val)
     print("localizer calibration:", json.dumps(localizer.config.calibration))
-    analyzer = InpaintingAnalyzer(vae, denoiser, detector, localizer)
+    analyzer = InpaintingAnalyzer(vae, denoiser.cpu(), detector, localizer)
     analyzer.save(args.out)
     print(f"saved to {args.out} in {(time.time() - started) / 60:.1f} min")
 

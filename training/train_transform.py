@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
                 pe.mul_(decay).add_(pm, alpha=1 - decay)
         history.append((step, loss.item()))
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.1e}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.1e}")
         if time.monotonic() - last_save > 120 or step == args.steps:
             torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "loss": loss_fn.state_dict(),
                         "opt": opt.state_dict(), "step": step, "history": history,

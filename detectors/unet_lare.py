@@ -1,0 +1,154 @@
+"""LaRE maps from a pretrained diffusion UNet, as LaRE^2 computes them (seed 003).
+
+``LatentDenoiser`` is the project's stand-in for the diffusion UNet, small enough
+to train on this CPU. Given a Stable Diffusion pipeline (a Hugging Face id, or a
+local folder with ``unet/``, ``scheduler/``, ``text_encoder/`` and
+``tokenizer/``), ``UNetLare`` computes the map the paper's way instead: the VAE
+latent times the VAE's ``scaling_factor``, noised to t=200 with the pipeline's
+own schedule, one UNet step conditioned on the prompt's text embedding (empty by
+default), and the squared noise-prediction error averaged over a few draws. It has
+the same ``lare(latents, seed)`` method and ``config.latent_channels`` as
+``LatentDenoiser``, so the analyzer and the training script take either.
+
+A detector learns the statistics of one LaRE source, so a detectors directory
+holds exactly one: ``denoiser.safetensors`` or ``lare_unet.safetensors``. The
+latter is small: the noise schedule, the prompt's text embedding (computed once
+at training time, so serving needs neither the text encoder nor
+``transformers``) and the config naming where the UNet's weights are loaded from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+FORMAT = "origin-id/unet-lare/v1"
+
+
+@dataclass
+class UNetLareConfig:
+    #: Where the UNet is loaded from: a Hugging Face id or a local directory (a pipeline
+    #: folder with ``unet/``, or the UNet's own folder). Hub ids honour ``HF_HOME``.
+    source: str
+    latent_channels: int = 4
+    #: The VAE's ``scaling_factor``: latents are multiplied by it before noising, as the
+    #: pipeline that trained the UNet did (0.18215 for Stable Diffusion 1.x / 2.x).
+    scaling_factor: float = 0.18215
+    prompt: str = ""
+    lare_timestep: int = 200
+    lare_draws: int = 4
+
+
+def load_unet(source: str | Path, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A diffusers ``UNet2DConditionModel`` from a pipeline (``unet/`` subfolder) or a UNet folder."""
+    from diffusers import UNet2DConditionModel
+
+    sub = None if (Path(source) / "config.json").is_file() else "unet"
+    try:
+        unet = UNet2DConditionModel.from_pretrained(str(source), subfolder=sub, torch_dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(f"no diffusers UNet2DConditionModel at {source} ({exc})") from exc
+    if unet.config.addition_embed_type is not None:
+        raise ValueError(f"{source}: UNets that need added conditioning ({unet.config.addition_embed_type}, "
+                         "e.g. SDXL) are not supported; use a Stable Diffusion 1.x / 2.x pipeline")
+    return unet.eval().requires_grad_(False)
+
+
+def pipeline_schedule(source: str | Path) -> torch.Tensor:
+    """The pipeline's cumulative alphas (``scheduler/``), the schedule its UNet was trained with."""
+    from diffusers import DDPMScheduler
+
+    try:
+        scheduler = DDPMScheduler.from_pretrained(str(source), subfolder="scheduler")
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(f"no scheduler/ config in {source} ({exc})") from exc
+    return scheduler.alphas_cumprod.float()
+
+
+@torch.no_grad()
+def prompt_embedding(source: str | Path, prompt: str = "") -> torch.Tensor:
+    """The pipeline's text embedding of ``prompt`` (1, tokens, dim), as its UNet is conditioned."""
+    try:
+        from transformers import CLIPTextModel, CLIPTokenizer
+    except ImportError as exc:
+        raise ImportError("computing the prompt embedding needs transformers: "
+                          "pip install 'origin-id[pretrained]'") from exc
+    tokenizer = CLIPTokenizer.from_pretrained(str(source), subfolder="tokenizer")
+    encoder = CLIPTextModel.from_pretrained(str(source), subfolder="text_encoder").eval()
+    ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    return encoder(ids)[0].float()
+
+
+class UNetLare(nn.Module):
+    """LaRE map (N, C, h, w) of VAE latents from a pretrained UNet; see the module docstring."""
+
+    def __init__(self, config: UNetLareConfig, unet: nn.Module, alphas_cumprod: torch.Tensor,
+                 context: torch.Tensor):
+        super().__init__()
+        if unet.config.in_channels != config.latent_channels:
+            raise ValueError(f"the UNet takes {unet.config.in_channels}-channel latents, "
+                             f"the config says {config.latent_channels}")
+        if context.shape[-1] != unet.config.cross_attention_dim:
+            raise ValueError(f"prompt embedding width {context.shape[-1]} does not match the UNet's "
+                             f"cross_attention_dim {unet.config.cross_attention_dim}")
+        self.config = config
+        self.unet = unet
+        # Buffers, so they follow the module to its device; not part of any state dict we save.
+        self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
+        self.register_buffer("context", context.float(), persistent=False)
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, scaling_factor: float, prompt: str = "",
+                        dtype: torch.dtype = torch.float32, **lare: int) -> UNetLare:
+        """Build from a pipeline: its UNet, its schedule and its text embedding of ``prompt``.
+        ``scaling_factor``: the VAE's (``vae.config.scaling_factor``)."""
+        unet = load_unet(source, dtype)
+        config = UNetLareConfig(source=str(source), latent_channels=unet.config.in_channels,
+                                scaling_factor=scaling_factor, prompt=prompt, **lare)
+        return cls(config, unet, pipeline_schedule(source), prompt_embedding(source, prompt))
+
+    def save(self, path: str | Path) -> None:
+        """The schedule, the text embedding and the config (the UNet is referenced, not copied)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {"alphas_cumprod": self.alphas_cumprod.cpu().contiguous(),
+                   "context": self.context.cpu().contiguous()}
+        save_file(tensors, str(path), metadata={"format": FORMAT, "config": json.dumps(asdict(self.config))})
+
+    @classmethod
+    def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> UNetLare:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"LaRE UNet file not found: {path}")
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"{path} is not a {FORMAT} file (format {meta.get('format')!r})")
+            alphas, context = f.get_tensor("alphas_cumprod"), f.get_tensor("context")
+        config = UNetLareConfig(**json.loads(meta["config"]))
+        return cls(config, load_unet(config.source, dtype), alphas, context)
+
+    @torch.inference_mode()
+    def lare(self, latents: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """Squared noise-prediction error at ``lare_timestep``, averaged over ``lare_draws``
+        noise draws, float32. All draws go through the UNet as one batch. Deterministic for
+        a given seed."""
+        cfg = self.config
+        z0 = latents.float() * cfg.scaling_factor
+        draws = cfg.lare_draws
+        generator = torch.Generator(device=z0.device).manual_seed(seed)
+        noise = torch.randn((draws, *z0.shape), generator=generator, device=z0.device)
+        ab = self.alphas_cumprod[cfg.lare_timestep]
+        z_t = (ab.sqrt() * z0 + (1 - ab).sqrt() * noise).flatten(0, 1)
+        t = torch.full((len(z_t),), cfg.lare_timestep, device=z0.device, dtype=torch.long)
+        dtype = self.unet.dtype
+        context = self.context.to(dtype).expand(len(z_t), -1, -1)
+        pred = self.unet(z_t.to(dtype), t, encoder_hidden_states=context).sample.float()
+        return ((pred.view_as(noise) - noise) ** 2).mean(0)
