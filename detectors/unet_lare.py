@@ -109,8 +109,10 @@ class UNetLare(nn.Module):
                         dtype: torch.dtype = torch.float32, **lare: int) -> UNetLare:
         """Build from a pipeline: its UNet, its schedule and its text embedding of ``prompt``.
         ``scaling_factor``: the VAE's (``vae.config.scaling_factor``)."""
+        # A local pipeline is recorded by absolute path: the server need not start where training ran.
+        source = str(Path(source).resolve()) if Path(source).exists() else str(source)
         unet = load_unet(source, dtype)
-        config = UNetLareConfig(source=str(source), latent_channels=unet.config.in_channels,
+        config = UNetLareConfig(source=source, latent_channels=unet.config.in_channels,
                                 scaling_factor=scaling_factor, prompt=prompt, **lare)
         return cls(config, unet, pipeline_schedule(source), prompt_embedding(source, prompt))
 

@@ -79,8 +79,12 @@ def test_lare_is_the_noise_prediction_error_of_the_pipeline_unet(pipeline):
     torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_saved_lare_file_keeps_schedule_and_prompt_and_names_the_unet(pipeline, tmp_path):
-    lare = UNetLare.from_pretrained(pipeline, scaling_factor=0.13, prompt="a photo")
+def test_saved_lare_file_keeps_schedule_and_prompt_and_names_the_unet(pipeline, tmp_path, monkeypatch):
+    monkeypatch.chdir(pipeline.parent)
+    lare = UNetLare.from_pretrained(pipeline.name, scaling_factor=0.13, prompt="a photo")
+    # A local pipeline named by a relative path is recorded absolute, to load from anywhere.
+    assert lare.config.source == str(pipeline.resolve())
+    monkeypatch.chdir(tmp_path)
     lare.save(tmp_path / "lare_unet.safetensors")
     # The UNet is referenced by its source, not copied: the file is the schedule and the embedding.
     assert (tmp_path / "lare_unet.safetensors").stat().st_size < 64_000
@@ -103,7 +107,7 @@ def test_training_with_a_pretrained_unet_gives_a_directory_the_service_loads(pip
     ])
     assert (out / an.UNET_LARE_FILE).is_file() and not (out / an.FILES["denoiser"]).exists()
     analyzer = an.InpaintingAnalyzer.load(out, bundle.vae, vae_fingerprint=bundle.transform.config.vae_fingerprint)
-    assert isinstance(analyzer.denoiser, UNetLare) and analyzer.denoiser.config.source == str(pipeline)
+    assert isinstance(analyzer.denoiser, UNetLare) and analyzer.denoiser.config.source == str(pipeline.resolve())
 
     from PIL import Image
     rng = np.random.default_rng(0)
