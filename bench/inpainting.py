@@ -3,7 +3,8 @@
     python -m bench.inpainting [--per-group 300] [--perturbed 100]
 
 All images come from the *test* photo split (``training.data.split_of``),
-photos the detectors never trained or calibrated on. Groups:
+photos the detectors never trained or calibrated on, or with ``--photos DIR``
+from every image under a directory of your own. Groups:
 
 * ``seen``: inpainted with the mask types and fills used in training;
 * ``unseen mask`` (polygon) and ``unseen fill`` (smooth harmonic + grain),
@@ -51,7 +52,7 @@ from bench.service import machine
 from detectors.analyzer import InpaintingAnalyzer, InpaintingResult
 from indexer.config import Settings
 from indexer.model_bundle import ModelBundle
-from training.data import photos_in_split, procedural_image
+from training.data import photos_in_directory, photos_in_split, procedural_image
 from training.inpainting import FILLS, GLOBAL_EDIT_FAMILIES, MASKS, UNSEEN_FILLS, UNSEEN_MASKS, Sample, make_sample
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -265,6 +266,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--latency-queries", type=int, default=40)
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--photos", type=Path, default=None,
+                   help="build the samples from every image under this directory instead of the test split "
+                        "(your own photos; they must not be ones the models trained on)")
     Settings.add_arguments(p, only=["vae", "transform", "detectors", "device"])
     args = p.parse_args(argv)
     settings = Settings.from_args(args)
@@ -272,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     if bundle.inpainting is None:
         raise SystemExit("no inpainting models: train them with python -m training.train_detectors")
     analyzer = bundle.inpainting
-    photos = photos_in_split("test")
+    photos = photos_in_directory(args.photos) if args.photos else photos_in_split("test")
     groups = build_groups(photos, args.per_group, args.seed)
     rng = np.random.default_rng(args.seed + 1)
     graphics = [make_sample(procedural_image(GRAPHICS_SEED + i), rng, inpainted=False)
@@ -283,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     prob = {name: np.array([r.probability for r in rs]) for name, rs in results.items()}
     negatives = np.concatenate([prob["pristine"], prob["globally edited"]])
     report: dict = {"machine": machine(), "model_version": bundle.version, "test_photos": len(photos),
+                    "photo_source": str(args.photos) if args.photos else "test split",
                     "threshold": analyzer.threshold, "localize_threshold": analyzer.localize_threshold,
                     "per_group": args.per_group, "detection": {}, "localization": {}, "robustness": {}}
     positives_all, f1_of = [], {}
@@ -336,7 +341,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def to_markdown(r: dict) -> str:
-    lines = [f"Machine: {r['machine']}. Model {r['model_version']}; {r['test_photos']} held-out test photos, "
+    source = r.get("photo_source", "test split")
+    photos = "held-out test photos" if source == "test split" else f"photos from {source}"
+    lines = [f"Machine: {r['machine']}. Model {r['model_version']}; {r['test_photos']} {photos}, "
              f"{r['per_group']} images per group; shipped threshold {r['threshold']:.3f}, "
              f"localization skipped below {r['localize_threshold']:.3f}.", "",
              "| inpainted group | AUC | AP | TPR@5%FPR | TPR at threshold | pixel F1 | pixel IoU | F1 as served |",

@@ -39,3 +39,38 @@ def test_groups_record_their_source_photo_and_breakdowns_follow_it():
     for label, auc in table["fill"].items():
         share = np.mean([s.source == 0 for s in inpainted if s.fill == label])
         assert auc == pytest.approx(share)  # AUC is 1 for photo-0 samples and 0 for photo-1 samples
+
+
+def test_benchmark_runs_on_a_directory_of_ones_own_photos(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from bench.inpainting import main
+    from training.data import photos_in_directory
+
+    photos = tmp_path / "photos"
+    (photos / "nested").mkdir(parents=True)
+    for i, seed in enumerate((21, 22, 25)):
+        procedural_image(seed, size=320).save(photos / ("nested" if i else ".") / f"p{seed}.png")
+    Image.new("RGB", (300, 300), (90, 90, 90)).save(photos / "flat.png")  # no content: dropped
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")  # undecodable: dropped
+    assert len(photos_in_directory(photos)) == 3
+    with pytest.raises(FileNotFoundError):
+        photos_in_directory(tmp_path / "missing")
+    flat_only = tmp_path / "flat-only"
+    flat_only.mkdir()
+    Image.new("RGB", (256, 256), (10, 200, 30)).save(flat_only / "green.png")
+    with pytest.raises(ValueError, match="no usable images"):
+        photos_in_directory(flat_only)
+
+    out = tmp_path / "results"
+    main(["--photos", str(photos), "--per-group", "4", "--perturbed", "2", "--graphics", "2",
+          "--latency-queries", "2", "--out", str(out)])
+    report = json.loads((out / "inpainting.json").read_text())
+    assert report["test_photos"] == 3 and report["photo_source"] == str(photos)
+    assert {r["photo"] for r in report["photos"]} == {0, 1, 2}
+    assert sum(r["inpainted"] for r in report["photos"]) == 12  # 3 inpainted groups x 4
+    assert f"3 photos from {photos}" in (out / "inpainting.md").read_text()
+    assert (out / "inpainting_photos.png").is_file() and (out / "inpainting_masks.png").is_file()
+

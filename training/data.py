@@ -88,6 +88,21 @@ def allowed_photos(data_dir: Path = DEFAULT_DATA_DIR, max_side: int | None = 102
     return dedupe(images)
 
 
+def photos_in_directory(directory: Path, max_side: int | None = 1024) -> list[Image.Image]:
+    """Every usable image under ``directory`` (recursively), decoded like the allowed photos
+    (RGB, at most ``max_side``; flat images and near-duplicates dropped): a benchmark on
+    someone's own photos."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"not a directory: {directory}")
+    paths = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    images = [im for im in (load_rgb(path, max_side) for path in paths) if im is not None and not is_flat(im)]
+    if not images:
+        raise ValueError(f"no usable images under {directory} (need RGB-decodable files, "
+                         f"both sides >= {MIN_SIDE} px, not flat)")
+    return dedupe(images)
+
+
 def dedupe(images: list[Image.Image], max_corr: float = 0.9) -> list[Image.Image]:
     """Drop near-duplicates (the same wallpaper at several sizes, light/dark twins)."""
     kept, signatures = [], []
