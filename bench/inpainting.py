@@ -310,10 +310,11 @@ def main(argv: list[str] | None = None) -> None:
     report["false_positives"] = {
         "pristine": float((prob["pristine"] >= analyzer.threshold).mean()),
         "globally edited": float((prob["globally edited"] >= analyzer.threshold).mean()),
-        "per_edit": {fam: float(np.mean([r.probability >= analyzer.threshold
-                                         for r, s in zip(results["globally edited"], groups["globally edited"])
-                                         if s.global_edit == fam]))
-                     for fam in GLOBAL_EDIT_FAMILIES},
+        # Families with no sample (a small --per-group) are left out rather than reported as NaN.
+        "per_edit": {fam: float(np.mean(flags)) for fam in GLOBAL_EDIT_FAMILIES
+                     if (flags := [r.probability >= analyzer.threshold
+                                   for r, s in zip(results["globally edited"], groups["globally edited"])
+                                   if s.global_edit == fam])},
     }
     if graphics:
         flagged = np.array([r.probability for r in analyze_all(analyzer, graphics, False, "graphics")])

@@ -128,7 +128,12 @@ class InpaintingAnalyzer:
         if vae_fingerprint and expected and expected != vae_fingerprint:
             raise ValueError(f"inpainting models in {directory} were trained on VAE fingerprint {expected}, "
                              f"but the loaded VAE has {vae_fingerprint}; pass the matching --detectors")
-        return cls(vae, load_lare_source(directory, device), detector, localizer, device, lock)
+        lare = load_lare_source(directory, device)
+        if bool(detector.config.lare_source) != isinstance(lare, UNetLare):
+            trained = detector.config.lare_source or "the project's latent denoiser"
+            raise ValueError(f"the detector in {directory} was trained on LaRE maps of {trained}, "
+                             f"but the directory holds {type(lare).__name__}")
+        return cls(vae, lare, detector, localizer, device, lock)
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)

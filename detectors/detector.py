@@ -58,6 +58,9 @@ class DetectorConfig:
     copy_move_weight: float = 0.0
     #: ``indexer.transform.vae_fingerprint`` of the VAE whose errors it was trained on.
     vae_fingerprint: str = ""
+    #: The LaRE maps it was trained on: "" = the project's ``LatentDenoiser``, else the
+    #: pretrained pipeline whose UNet made them (``detectors.unet_lare``).
+    lare_source: str = ""
     calibration: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
 

@@ -67,7 +67,9 @@ def test_benchmark_runs_on_a_directory_of_ones_own_photos(tmp_path):
     out = tmp_path / "results"
     main(["--photos", str(photos), "--per-group", "4", "--perturbed", "2", "--graphics", "2",
           "--latency-queries", "2", "--out", str(out)])
-    report = json.loads((out / "inpainting.json").read_text())
+    text = (out / "inpainting.json").read_text()
+    assert "NaN" not in text  # small groups leave some edit families and painted areas empty
+    report = json.loads(text)
     assert report["test_photos"] == 3 and report["photo_source"] == str(photos)
     assert {r["photo"] for r in report["photos"]} == {0, 1, 2}
     assert sum(r["inpainted"] for r in report["photos"]) == 12  # 3 inpainted groups x 4

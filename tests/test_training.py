@@ -152,7 +152,10 @@ def test_fine_tuning_starts_from_a_detector_of_the_same_vae(tmp_path):
     with pytest.raises(ValueError, match="trained on VAE abc"):
         initial_detector(args, "other")
     fresh = initial_detector(argparse.Namespace(init_detector=None), "xyz")
-    assert fresh.config.vae_fingerprint == "xyz"
+    assert fresh.config.vae_fingerprint == "xyz" and fresh.config.lare_source == ""
+    # Nor across LaRE sources: maps of a pretrained UNet read differently from the denoiser's.
+    with pytest.raises(ValueError, match="LaRE maps of the latent denoiser"):
+        initial_detector(args, "abc", lare_source="stabilityai/stable-diffusion-2")
 
 
 def test_training_samples_come_from_cached_chunks_with_their_own_seeds(tmp_path):

@@ -108,6 +108,7 @@ def test_training_with_a_pretrained_unet_gives_a_directory_the_service_loads(pip
     assert (out / an.UNET_LARE_FILE).is_file() and not (out / an.FILES["denoiser"]).exists()
     analyzer = an.InpaintingAnalyzer.load(out, bundle.vae, vae_fingerprint=bundle.transform.config.vae_fingerprint)
     assert isinstance(analyzer.denoiser, UNetLare) and analyzer.denoiser.config.source == str(pipeline.resolve())
+    assert analyzer.detector.config.lare_source == str(pipeline.resolve())
 
     from PIL import Image
     rng = np.random.default_rng(0)
@@ -127,6 +128,9 @@ def test_a_detectors_directory_holds_exactly_one_lare_source(pipeline, tmp_path,
     analyzer = an.InpaintingAnalyzer(bundle.vae, lare, source.detector, source.localizer)
     analyzer.save(tmp_path)
     assert (tmp_path / an.UNET_LARE_FILE).is_file() and not (tmp_path / an.FILES["denoiser"]).exists()
+    # The bundled detector learned the denoiser's maps: served with a UNet's, it is refused.
+    with pytest.raises(ValueError, match="trained on LaRE maps of the project's latent denoiser"):
+        an.InpaintingAnalyzer.load(tmp_path, bundle.vae)
     # Saving the denoiser-based models over it replaces the UNet's file: never both.
     source.save(tmp_path)
     assert (tmp_path / an.FILES["denoiser"]).is_file() and not (tmp_path / an.UNET_LARE_FILE).exists()

@@ -298,23 +298,29 @@ def train_denoiser(train, args, results: Path) -> den.LatentDenoiser:
     return model.eval()
 
 
-def initial_detector(args, fingerprint: str) -> det.InpaintingDetector:
+def initial_detector(args, fingerprint: str, lare_source: str = "") -> det.InpaintingDetector:
     """A new detector, or (``--init-detector``) a saved one to fine-tune; it must have been
-    trained on this VAE's errors."""
+    trained on this VAE's errors and the same kind of LaRE maps."""
     if not args.init_detector:
-        return det.InpaintingDetector(det.DetectorConfig(vae_fingerprint=fingerprint))
+        return det.InpaintingDetector(det.DetectorConfig(vae_fingerprint=fingerprint, lare_source=lare_source))
     model = load_model(det.InpaintingDetector, det.DetectorConfig, args.init_detector, det.FORMAT)
     if model.config.vae_fingerprint != fingerprint:
         raise ValueError(f"{args.init_detector} was trained on VAE {model.config.vae_fingerprint}, "
                          f"this VAE is {fingerprint}")
+    if bool(model.config.lare_source) != bool(lare_source):
+        raise ValueError(f"{args.init_detector} was trained on LaRE maps of "
+                         f"{model.config.lare_source or 'the latent denoiser'}, this run uses "
+                         f"{lare_source or 'the latent denoiser'}")
+    model.config.lare_source = lare_source
     return model.requires_grad_(True)
 
 
 def train_detector(train, val, lare_train, lare_val, args, results: Path, fingerprint: str,
-                   graphics=None, lare_graphics=None):
+                   graphics=None, lare_graphics=None, lare_source: str = ""):
     """The detector network, the checkpoint with the best val AUC; ``main`` then fits the
-    copy-move fusion and calibrates the fused verdict."""
-    model = initial_detector(args, fingerprint)
+    copy-move fusion and calibrates the fused verdict. ``lare_source``: "" for the latent
+    denoiser's maps, else the pipeline whose UNet made them."""
+    model = initial_detector(args, fingerprint, lare_source)
     if not args.detector_steps:  # refit only the verdict's fusion and calibration (in main)
         if not args.init_detector:
             raise ValueError("--detector-steps 0 needs --init-detector")
@@ -534,7 +540,8 @@ def main(argv: list[str] | None = None) -> None:
         graphics["val"] = graphics_set("val", GRAPHICS_VAL_SEED, args.graphics_val_samples, args.seed + 6)
         graphics["lare_train"], graphics["lare_val"] = lare_of(graphics["train"]), lare_of(graphics["val"])
     detector = train_detector(train, val, lare_train, lare_val, args, args.results, fingerprint,
-                              graphics.get("train"), graphics.get("lare_train"))
+                              graphics.get("train"), graphics.get("lare_train"),
+                              denoiser.config.source if isinstance(denoiser, UNetLare) else "")
     fit_copy_move_weight(detector, train, lare_train, seed=args.seed)
     calibrate_detector(detector, val, lare_val, graphics.get("val"), graphics.get("lare_val"))
     print("copy-move fusion:", json.dumps(detector.config.training["copy_move"]))
