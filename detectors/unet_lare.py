@@ -19,14 +19,13 @@ at training time, so serving needs neither the text encoder nor
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
+
+from indexer.checkpoint import read_checkpoint, write_checkpoint
 
 FORMAT = "origin-id/unet-lare/v1"
 
@@ -118,24 +117,14 @@ class UNetLare(nn.Module):
 
     def save(self, path: str | Path) -> None:
         """The schedule, the text embedding and the config (the UNet is referenced, not copied)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {"alphas_cumprod": self.alphas_cumprod.cpu().contiguous(),
-                   "context": self.context.cpu().contiguous()}
-        save_file(tensors, str(path), metadata={"format": FORMAT, "config": json.dumps(asdict(self.config))})
+        write_checkpoint(path, {"alphas_cumprod": self.alphas_cumprod, "context": self.context}, FORMAT,
+                         self.config)
 
     @classmethod
     def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> UNetLare:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"LaRE UNet file not found: {path}")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"{path} is not a {FORMAT} file (format {meta.get('format')!r})")
-            alphas, context = f.get_tensor("alphas_cumprod"), f.get_tensor("context")
-        config = UNetLareConfig(**json.loads(meta["config"]))
-        return cls(config, load_unet(config.source, dtype), alphas, context)
+        config, tensors = read_checkpoint(path, FORMAT, "a LaRE UNet file")
+        config = UNetLareConfig(**config)
+        return cls(config, load_unet(config.source, dtype), tensors["alphas_cumprod"], tensors["context"])
 
     @torch.inference_mode()
     def lare(self, latents: torch.Tensor, seed: int = 0) -> torch.Tensor:

@@ -11,15 +11,14 @@ threshold, so one file is all a deployment needs besides the VAE.
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
+
+from indexer.checkpoint import read_checkpoint, write_checkpoint
 
 FORMAT = "origin-id/id2-transform/v1"
 
@@ -51,20 +50,12 @@ class LinearTransform(nn.Module):
         return nn.functional.normalize(self.linear(latents), dim=-1)
 
     def save(self, path: str | Path) -> None:
-        meta = {"format": FORMAT, "config": json.dumps(asdict(self.config))}
-        save_file({"weight": self.linear.weight.detach().float().cpu().contiguous()}, str(path), metadata=meta)
+        write_checkpoint(path, {"weight": self.linear.weight}, FORMAT, self.config)
 
     @classmethod
     def load(cls, path: str | Path) -> LinearTransform:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"transform file not found: {path}")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"{path} is not an ID2 transform file (format {meta.get('format')!r})")
-            weight = f.get_tensor("weight")
-        config = TransformConfig(**json.loads(meta["config"]))
+        config_dict, tensors = read_checkpoint(path, FORMAT, "an ID2 transform file")
+        config, weight = TransformConfig(**config_dict), tensors["weight"]
         if tuple(weight.shape) != (config.rank, config.latent_dim):
             raise ValueError(f"{path}: weight is {tuple(weight.shape)}, config says "
                              f"({config.rank}, {config.latent_dim})")
