@@ -122,8 +122,8 @@ class UNetLare(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> UNetLare:
-        config, tensors = read_checkpoint(path, FORMAT, "a LaRE UNet file")
-        config = UNetLareConfig(**config)
+        fields, tensors = read_checkpoint(path, FORMAT, "a LaRE UNet file")
+        config = UNetLareConfig(**fields)
         return cls(config, load_unet(config.source, dtype), tensors["alphas_cumprod"], tensors["context"])
 
     @torch.inference_mode()

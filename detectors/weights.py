@@ -25,8 +25,8 @@ def save_model(model: nn.Module, path: str | Path, fmt: str) -> None:
 
 
 def load_model(cls: type[M], config_cls: type, path: str | Path, fmt: str) -> M:
-    config, tensors = read_checkpoint(path, fmt, f"a {fmt} file")
-    model = cls(config_cls(**config))
+    fields, tensors = read_checkpoint(path, fmt, f"a {fmt} file")
+    model = cls(config_cls(**fields))
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match {cls.__name__} "

@@ -54,8 +54,8 @@ class LinearTransform(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> LinearTransform:
-        config_dict, tensors = read_checkpoint(path, FORMAT, "an ID2 transform file")
-        config, weight = TransformConfig(**config_dict), tensors["weight"]
+        fields, tensors = read_checkpoint(path, FORMAT, "an ID2 transform file")
+        config, weight = TransformConfig(**fields), tensors["weight"]
         if tuple(weight.shape) != (config.rank, config.latent_dim):
             raise ValueError(f"{path}: weight is {tuple(weight.shape)}, config says "
                              f"({config.rank}, {config.latent_dim})")
