@@ -6,7 +6,9 @@ local folder with ``unet/``, ``scheduler/``, ``text_encoder/`` and
 ``tokenizer/``), ``UNetLare`` computes the map the paper's way instead: the VAE
 latent times the VAE's ``scaling_factor``, noised to t=200 with the pipeline's
 own schedule, one UNet step conditioned on the prompt's text embedding (empty by
-default), and the squared noise-prediction error averaged over a few draws. It has
+default), and the squared noise-prediction error averaged over a few draws (a
+v-prediction UNet's output, e.g. Stable Diffusion 2 at 768 px, is turned into
+the noise it implies first). It has
 the same ``lare(latents, seed)`` method and ``config.latent_channels`` as
 ``LatentDenoiser``, so the analyzer and the training script take either.
 
@@ -40,6 +42,9 @@ class UNetLareConfig:
     #: pipeline that trained the UNet did (0.18215 for Stable Diffusion 1.x / 2.x).
     scaling_factor: float = 0.18215
     prompt: str = ""
+    #: What the UNet predicts (its scheduler's ``prediction_type``): "epsilon", "v_prediction"
+    #: (Stable Diffusion 2 at 768 px) or "sample"; turned into a noise prediction either way.
+    prediction_type: str = "epsilon"
     lare_timestep: int = 200
     lare_draws: int = 4
 
@@ -59,15 +64,19 @@ def load_unet(source: str | Path, dtype: torch.dtype = torch.float32) -> nn.Modu
     return unet.eval().requires_grad_(False)
 
 
-def pipeline_schedule(source: str | Path) -> torch.Tensor:
-    """The pipeline's cumulative alphas (``scheduler/``), the schedule its UNet was trained with."""
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def pipeline_schedule(source: str | Path) -> tuple[torch.Tensor, str]:
+    """The pipeline's cumulative alphas and prediction type (``scheduler/``): the schedule
+    its UNet was trained with and what it predicts."""
     from diffusers import DDPMScheduler
 
     try:
         scheduler = DDPMScheduler.from_pretrained(str(source), subfolder="scheduler")
     except (OSError, ValueError) as exc:
         raise FileNotFoundError(f"no scheduler/ config in {source} ({exc})") from exc
-    return scheduler.alphas_cumprod.float()
+    return scheduler.alphas_cumprod.float(), scheduler.config.prediction_type
 
 
 @torch.no_grad()
@@ -94,6 +103,8 @@ class UNetLare(nn.Module):
         if unet.config.in_channels != config.latent_channels:
             raise ValueError(f"the UNet takes {unet.config.in_channels}-channel latents, "
                              f"the config says {config.latent_channels}")
+        if config.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"unknown prediction_type {config.prediction_type!r}; known: {PREDICTION_TYPES}")
         if context.shape[-1] != unet.config.cross_attention_dim:
             raise ValueError(f"prompt embedding width {context.shape[-1]} does not match the UNet's "
                              f"cross_attention_dim {unet.config.cross_attention_dim}")
@@ -111,9 +122,11 @@ class UNetLare(nn.Module):
         # A local pipeline is recorded by absolute path: the server need not start where training ran.
         source = str(Path(source).resolve()) if Path(source).exists() else str(source)
         unet = load_unet(source, dtype)
+        alphas_cumprod, prediction_type = pipeline_schedule(source)
         config = UNetLareConfig(source=source, latent_channels=unet.config.in_channels,
-                                scaling_factor=scaling_factor, prompt=prompt, **lare)
-        return cls(config, unet, pipeline_schedule(source), prompt_embedding(source, prompt))
+                                scaling_factor=scaling_factor, prompt=prompt, prediction_type=prediction_type,
+                                **lare)
+        return cls(config, unet, alphas_cumprod, prompt_embedding(source, prompt))
 
     def save(self, path: str | Path) -> None:
         """The schedule, the text embedding and the config (the UNet is referenced, not copied)."""
@@ -141,5 +154,11 @@ class UNetLare(nn.Module):
         t = torch.full((len(z_t),), cfg.lare_timestep, device=z0.device, dtype=torch.long)
         dtype = self.unet.dtype
         context = self.context.to(dtype).expand(len(z_t), -1, -1)
-        pred = self.unet(z_t.to(dtype), t, encoder_hidden_states=context).sample.float()
-        return ((pred.view_as(noise) - noise) ** 2).mean(0)
+        out = self.unet(z_t.to(dtype), t, encoder_hidden_states=context).sample.float()
+        # The noise the UNet implies, whatever it was trained to predict (z_t = a z0 + s eps).
+        a, s = ab.sqrt(), (1 - ab).sqrt()
+        if cfg.prediction_type == "v_prediction":  # v = a eps - s z0
+            out = a * out + s * z_t
+        elif cfg.prediction_type == "sample":  # the UNet predicts z0
+            out = (z_t - a * out) / s
+        return ((out.view_as(noise) - noise) ** 2).mean(0)

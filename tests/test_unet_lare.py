@@ -79,6 +79,36 @@ def test_lare_is_the_noise_prediction_error_of_the_pipeline_unet(pipeline):
     torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_a_v_prediction_unet_is_read_as_the_noise_it_implies(pipeline, tmp_path):
+    """Stable Diffusion 2 at 768 px predicts v = a eps - s z0, not the noise; its LaRE map is the
+    error of the noise that v implies, eps = a v + s z_t (a, s: sqrt of alpha-bar and of 1 - it)."""
+    import shutil
+
+    from diffusers import DDPMScheduler
+
+    v_pipeline = tmp_path / "v-pipeline"
+    shutil.copytree(pipeline, v_pipeline)
+    DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                  prediction_type="v_prediction").save_pretrained(v_pipeline / "scheduler")
+    lare = UNetLare.from_pretrained(v_pipeline, scaling_factor=0.18215)
+    assert lare.config.prediction_type == "v_prediction"
+
+    latents = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(5)) * 5
+    noise = torch.randn((lare.config.lare_draws, *latents.shape), generator=torch.Generator().manual_seed(0))
+    ab = lare.alphas_cumprod[200]
+    a, s = ab.sqrt(), (1 - ab).sqrt()
+    t, context = torch.full((2,), 200), lare.context.expand(2, -1, -1)
+    expected = []
+    for n in noise:
+        z_t = a * latents * 0.18215 + s * n
+        v = lare.unet(z_t, t, encoder_hidden_states=context).sample
+        expected.append((a * v + s * z_t - n) ** 2)
+    maps = lare.lare(latents, seed=0)
+    torch.testing.assert_close(maps, torch.stack(expected).mean(0), rtol=1e-4, atol=1e-5)
+    # Read as if it predicted the noise, the same UNet gives another map.
+    assert not torch.allclose(maps, UNetLare.from_pretrained(pipeline, scaling_factor=0.18215).lare(latents))
+
+
 def test_saved_lare_file_keeps_schedule_and_prompt_and_names_the_unet(pipeline, tmp_path, monkeypatch):
     monkeypatch.chdir(pipeline.parent)
     lare = UNetLare.from_pretrained(pipeline.name, scaling_factor=0.13, prompt="a photo")
