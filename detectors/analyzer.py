@@ -216,13 +216,12 @@ def load_lare_source(directory: Path, device: torch.device) -> LareSource:
 
 def save_lare_source(model: LareSource, directory: Path) -> None:
     """Write ``model`` as its directory file, removing the other kind's (one source per directory)."""
-    name, other = ((UNET_LARE_FILE, FILES["denoiser"]) if isinstance(model, UNetLare)
-                   else (FILES["denoiser"], UNET_LARE_FILE))
     if isinstance(model, UNetLare):
-        model.save(directory / name)
+        model.save(directory / UNET_LARE_FILE)
+        (directory / FILES["denoiser"]).unlink(missing_ok=True)
     else:
-        save_model(model, directory / name, den.FORMAT)
-    (directory / other).unlink(missing_ok=True)
+        save_model(model, directory / FILES["denoiser"], den.FORMAT)
+        (directory / UNET_LARE_FILE).unlink(missing_ok=True)
 
 
 def upsample_probability(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -8,9 +8,9 @@ latent times the VAE's ``scaling_factor``, noised to t=200 with the pipeline's
 own schedule, one UNet step conditioned on the prompt's text embedding (empty by
 default), and the squared noise-prediction error averaged over a few draws (a
 v-prediction UNet's output, e.g. Stable Diffusion 2 at 768 px, is turned into
-the noise it implies first). It has
-the same ``lare(latents, seed)`` method and ``config.latent_channels`` as
-``LatentDenoiser``, so the analyzer and the training script take either.
+the noise it implies first). It has the same ``lare(latents, seed)`` method and
+``config.latent_channels`` as ``LatentDenoiser``, so the analyzer and the training
+script take either.
 
 A detector learns the statistics of one LaRE source, so a detectors directory
 holds exactly one: ``denoiser.safetensors`` or ``lare_unet.safetensors``. The
@@ -150,13 +150,13 @@ class UNetLare(nn.Module):
         generator = torch.Generator(device=z0.device).manual_seed(seed)
         noise = torch.randn((draws, *z0.shape), generator=generator, device=z0.device)
         ab = self.alphas_cumprod[cfg.lare_timestep]
-        z_t = (ab.sqrt() * z0 + (1 - ab).sqrt() * noise).flatten(0, 1)
+        a, s = ab.sqrt(), (1 - ab).sqrt()  # z_t = a z0 + s eps
+        z_t = (a * z0 + s * noise).flatten(0, 1)
         t = torch.full((len(z_t),), cfg.lare_timestep, device=z0.device, dtype=torch.long)
         dtype = self.unet.dtype
         context = self.context.to(dtype).expand(len(z_t), -1, -1)
         out = self.unet(z_t.to(dtype), t, encoder_hidden_states=context).sample.float()
-        # The noise the UNet implies, whatever it was trained to predict (z_t = a z0 + s eps).
-        a, s = ab.sqrt(), (1 - ab).sqrt()
+        # The noise the UNet implies, whatever it was trained to predict.
         if cfg.prediction_type == "v_prediction":  # v = a eps - s z0
             out = a * out + s * z_t
         elif cfg.prediction_type == "sample":  # the UNet predicts z0

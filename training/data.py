@@ -51,11 +51,14 @@ def sklearn_images() -> list[np.ndarray]:
     return list(load_sample_images().images)
 
 
+def image_files(directory: Path) -> list[Path]:
+    """Image files under ``directory``, recursively, sorted."""
+    return sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def debian_images(data_dir: Path = DEFAULT_DATA_DIR) -> list[Path]:
     root = data_dir / "debian"
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return image_files(root) if root.is_dir() else []
 
 
 def load_rgb(path: Path, max_side: int | None = None) -> Image.Image | None:
@@ -75,17 +78,18 @@ def load_rgb(path: Path, max_side: int | None = None) -> Image.Image | None:
 
 def allowed_photos(data_dir: Path = DEFAULT_DATA_DIR, max_side: int | None = 1024) -> list[Image.Image]:
     """Every allowed real image, decoded to RGB (procedural ones excluded)."""
-    images = []
-    for path in [*skimage_images(), *debian_images(data_dir)]:
-        im = load_rgb(path, max_side)
-        if im is not None and not is_flat(im):
-            images.append(im)
+    images = usable_photos([*skimage_images(), *debian_images(data_dir)], max_side)
     for arr in sklearn_images():
         im = Image.fromarray(arr).convert("RGB")
         if max_side:
             im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         images.append(im)
     return dedupe(images)
+
+
+def usable_photos(paths: list[Path], max_side: int | None) -> list[Image.Image]:
+    """The decodable, non-flat images among ``paths`` (``load_rgb``, ``is_flat``), in order."""
+    return [im for im in (load_rgb(path, max_side) for path in paths) if im is not None and not is_flat(im)]
 
 
 def photos_in_directory(directory: Path, max_side: int | None = 1024) -> list[Image.Image]:
@@ -95,8 +99,7 @@ def photos_in_directory(directory: Path, max_side: int | None = 1024) -> list[Im
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"not a directory: {directory}")
-    paths = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    images = [im for im in (load_rgb(path, max_side) for path in paths) if im is not None and not is_flat(im)]
+    images = usable_photos(image_files(directory), max_side)
     if not images:
         raise ValueError(f"no usable images under {directory} (need RGB-decodable files, "
                          f"both sides >= {MIN_SIDE} px, not flat)")
