@@ -4,7 +4,9 @@
 
 All images come from the *test* photo split (``training.data.split_of``),
 photos the detectors never trained or calibrated on, or with ``--photos DIR``
-from every image under a directory of your own. Groups:
+from every image under a directory of your own (``--split test``: only its
+test split, when the detectors were trained on that directory's train and val
+splits with ``training.train_detectors --photos DIR``). Groups:
 
 * ``seen``: inpainted with the mask types and fills used in training;
 * ``unseen mask`` (polygon) and ``unseen fill`` (smooth harmonic + grain),
@@ -269,14 +271,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--photos", type=Path, default=None,
                    help="build the samples from every image under this directory instead of the test split "
                         "(your own photos; they must not be ones the models trained on)")
+    p.add_argument("--split", choices=["all", "test"], default="all",
+                   help="with --photos: 'test' keeps only the directory's test split, for detectors trained "
+                        "on the same directory (python -m training.train_detectors --photos DIR)")
     Settings.add_arguments(p, only=["vae", "transform", "detectors", "device"])
     args = p.parse_args(argv)
-    settings = Settings.from_args(args)
-    bundle = ModelBundle.load(settings)
+    if args.split == "test" and not args.photos:
+        raise SystemExit("--split applies to --photos (without it the benchmark uses the test split)")
+    photos = photos_in_directory(args.photos) if args.photos else photos_in_split("test")
+    if args.photos and args.split == "test":
+        photos = photos_in_split("test", photos)
+        if not photos:
+            raise SystemExit(f"no photo of {args.photos} falls in the test split")
+    bundle = ModelBundle.load(Settings.from_args(args))
     if bundle.inpainting is None:
         raise SystemExit("no inpainting models: train them with python -m training.train_detectors")
     analyzer = bundle.inpainting
-    photos = photos_in_directory(args.photos) if args.photos else photos_in_split("test")
     groups = build_groups(photos, args.per_group, args.seed)
     rng = np.random.default_rng(args.seed + 1)
     graphics = [make_sample(procedural_image(GRAPHICS_SEED + i), rng, inpainted=False)
@@ -287,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     prob = {name: np.array([r.probability for r in rs]) for name, rs in results.items()}
     negatives = np.concatenate([prob["pristine"], prob["globally edited"]])
     report: dict = {"machine": machine(), "model_version": bundle.version, "test_photos": len(photos),
-                    "photo_source": str(args.photos) if args.photos else "test split",
+                    "photo_source": (f"{args.photos} ({args.split} photos)" if args.photos else "test split"),
                     "threshold": analyzer.threshold, "localize_threshold": analyzer.localize_threshold,
                     "per_group": args.per_group, "detection": {}, "localization": {}, "robustness": {}}
     positives_all, f1_of = [], {}

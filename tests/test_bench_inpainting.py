@@ -64,13 +64,21 @@ def test_benchmark_runs_on_a_directory_of_ones_own_photos(tmp_path):
     with pytest.raises(ValueError, match="no usable images"):
         photos_in_directory(flat_only)
 
+    with pytest.raises(SystemExit, match="--split applies to --photos"):
+        main(["--split", "test"])
+    train_only = tmp_path / "train-only"
+    train_only.mkdir()
+    for seed in (21, 25):  # both in the train split (p22 is a test photo)
+        procedural_image(seed, size=320).save(train_only / f"p{seed}.png")
+    with pytest.raises(SystemExit, match="falls in the test split"):
+        main(["--photos", str(train_only), "--split", "test"])
     out = tmp_path / "results"
     main(["--photos", str(photos), "--per-group", "4", "--perturbed", "2", "--graphics", "2",
           "--latency-queries", "2", "--out", str(out)])
     text = (out / "inpainting.json").read_text()
     assert "NaN" not in text  # small groups leave some edit families and painted areas empty
     report = json.loads(text)
-    assert report["test_photos"] == 3 and report["photo_source"] == str(photos)
+    assert report["test_photos"] == 3 and report["photo_source"] == f"{photos} (all photos)"
     assert {r["photo"] for r in report["photos"]} == {0, 1, 2}
     assert sum(r["inpainted"] for r in report["photos"]) == 12  # 3 inpainted groups x 4
     assert f"3 photos from {photos}" in (out / "inpainting.md").read_text()

@@ -174,3 +174,46 @@ def test_training_samples_come_from_cached_chunks_with_their_own_seeds(tmp_path)
     again = load_train_chunks(tmp_path, "tag", 5, 3, build, chunk_samples=2)
     assert len(calls) == 3  # every chunk came from the cache
     assert all(np.array_equal(data[k], again[k]) for k in data)
+
+
+def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle):
+    """``--photos DIR``: the directory's train and val splits feed training and calibration,
+    its samples are cached under a name of their own, and the result serves."""
+    from detectors.analyzer import InpaintingAnalyzer
+    from training import train_detectors
+    from training.data import photo_set_digest, photos_in_directory, photos_in_split
+
+    photos = tmp_path / "archive"
+    photos.mkdir()
+    for seed in range(30, 39):  # 6 train, 1 val, 1 test and 1 flat (dropped) scene
+        procedural_image(seed, size=288).save(photos / f"scene{seed}.png")
+    usable = photos_in_directory(photos)
+    usable_split = photos_in_split("train", usable) + photos_in_split("val", usable)
+    n_train, n_val = len(photos_in_split("train", usable)), len(photos_in_split("val", usable))
+    assert (n_train, n_val, len(usable)) == (6, 1, 8)
+    assert len(photos_in_directory(photos, limit=3)) <= 3
+
+    out, work = tmp_path / "inpainting", tmp_path / "work"
+    train_detectors.main([
+        "--photos", str(photos), "--out", str(out), "--work-dir", str(work), "--results", str(tmp_path / "res"),
+        "--train-samples", "32", "--val-samples", "16", "--denoiser-steps", "2", "--detector-steps", "2",
+        "--localizer-steps", "2", "--eval-every", "2", "--batch", "8",
+    ])
+    analyzer = InpaintingAnalyzer.load(out, bundle.vae, vae_fingerprint=bundle.transform.config.vae_fingerprint)
+    assert analyzer.detector.config.training["photos"] == {"source": str(photos.resolve()), "train": n_train,
+                                                            "val": n_val}
+    # Cached apart from the allowed photos' samples (whose tag is the VAE fingerprint alone).
+    tag = f"{bundle.transform.config.vae_fingerprint[:8]}-{photo_set_digest(usable_split)}"
+    assert sorted(p.name for p in work.iterdir()) == [f"denoiser-{tag}.safetensors", f"train-{tag}-32-s0.npz",
+                                                      f"val-{tag}-16.npz"]
+    image = procedural_image(77, size=200)
+    result = analyzer.analyze([image], localize=True)[0]
+    assert 0.0 <= result.probability <= 1.0 and result.mask.shape == (200, 200)
+
+    too_few = tmp_path / "two-photos"
+    too_few.mkdir()
+    for seed in (30, 31):  # both in the train split
+        procedural_image(seed, size=288).save(too_few / f"scene{seed}.png")
+    with pytest.raises(SystemExit, match="2 usable photos split into 2 train and 0 val"):
+        train_detectors.main(["--photos", str(too_few), "--work-dir", str(work), "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()

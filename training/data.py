@@ -92,14 +92,19 @@ def usable_photos(paths: list[Path], max_side: int | None) -> list[Image.Image]:
     return [im for im in (load_rgb(path, max_side) for path in paths) if im is not None and not is_flat(im)]
 
 
-def photos_in_directory(directory: Path, max_side: int | None = 1024) -> list[Image.Image]:
+def photos_in_directory(directory: Path, max_side: int | None = 1024,
+                        limit: int | None = None) -> list[Image.Image]:
     """Every usable image under ``directory`` (recursively), decoded like the allowed photos
-    (RGB, at most ``max_side``; flat images and near-duplicates dropped): a benchmark on
-    someone's own photos."""
+    (RGB, at most ``max_side``; flat images and near-duplicates dropped): a benchmark on,
+    or detectors trained on, someone's own photos. ``limit``: decode at most this many
+    files, evenly spaced over the sorted list (all of them are held in memory)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"not a directory: {directory}")
-    images = usable_photos(image_files(directory), max_side)
+    paths = image_files(directory)
+    if limit and len(paths) > limit:
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).round().astype(int)]
+    images = usable_photos(paths, max_side)
     if not images:
         raise ValueError(f"no usable images under {directory} (need RGB-decodable files, "
                          f"both sides >= {MIN_SIDE} px, not flat)")
@@ -201,13 +206,25 @@ SPLITS = {"train": 0.7, "val": 0.15, "test": 0.15}
 SPLIT_SALT = "e"
 
 
+def _thumb(im: Image.Image) -> bytes:
+    """The 16 x 16 grey thumbnail a photo's split (and a photo set's digest) is computed from."""
+    return np.asarray(im.convert("L").resize((16, 16), Image.Resampling.BILINEAR), np.uint8).tobytes()
+
+
+def photo_set_digest(images: list[Image.Image]) -> str:
+    """A short stable name for a set of photos (order matters), for cache file names."""
+    digest = hashlib.sha256()
+    for im in images:
+        digest.update(_thumb(im))
+    return digest.hexdigest()[:8]
+
+
 def split_of(im: Image.Image, salt: str = SPLIT_SALT) -> str:
     """A stable train / val / test assignment of a photo, from a hash of its content.
 
     Models train on "train", calibrate on "val" and benchmarks report on
     "test", so no benchmark image is a crop of a photo a model saw."""
-    thumb = np.asarray(im.convert("L").resize((16, 16), Image.Resampling.BILINEAR), np.uint8)
-    digest = hashlib.sha256(salt.encode() + thumb.tobytes()).digest()
+    digest = hashlib.sha256(salt.encode() + _thumb(im)).digest()
     u = int.from_bytes(digest[:8], "big") / 2 ** 64
     edge = 0.0
     for name, fraction in SPLITS.items():

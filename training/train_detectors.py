@@ -10,7 +10,10 @@ asks for more samples, starts from there):
    the *train* and *val* photo splits (``training.data.split_of``), seen mask
    types and fills only; real and inpainted examples alike are sometimes
    globally edited and always JPEG-finished. Through the shared VAE: the 256 px
-   view, its latent and the pixel reconstruction error.
+   view, its latent and the pixel reconstruction error. With ``--photos DIR``,
+   the train and val parts of that directory's split instead: a deployment can
+   train the detectors on its own archive (the bundled models saw 48 photos,
+   and their misses come from content unlike those; see README).
 2. ``denoiser``: ``LatentDenoiser`` on the latents of pristine train samples;
    with ``--lare-unet``, a pretrained pipeline's UNet instead
    (``detectors.unet_lare``: nothing to train; on a GPU when there is one).
@@ -70,7 +73,13 @@ from detectors.unet_lare import UNetLare
 from detectors.weights import load_model, save_model
 from indexer.transform import vae_fingerprint
 from indexer.vae import load_vae, preprocess
-from training.data import allowed_photos, photos_in_split, procedural_image
+from training.data import (
+    allowed_photos,
+    photo_set_digest,
+    photos_in_directory,
+    photos_in_split,
+    procedural_image,
+)
 from training.inpainting import FILLS, GLOBAL_EDIT_FAMILIES, MASKS, UNSEEN_FILLS, UNSEEN_MASKS, make_sample
 from training.plots import plot_curve
 
@@ -459,6 +468,25 @@ def calibrate_pixel_threshold(localizer: loc.MaskDiffusionLocalizer, cond: np.nd
                                     "f1_by_threshold": {str(c): round(v, 4) for c, v in f1.items()}}
 
 
+def training_photos(directory: Path | None, max_photos: int,
+                    fingerprint: str) -> tuple[list[Image.Image], list[Image.Image], str, str]:
+    """(train photos, val photos, where they came from, cache tag) for the allowed photos, or
+    for the photos under ``directory``. The tag names the cached samples and denoiser: the
+    VAE's fingerprint, plus a digest of the photos when they are someone's own."""
+    if directory is None:
+        photos, source, tag = allowed_photos(), "allowed photos", fingerprint[:8]
+    else:
+        photos, source = photos_in_directory(directory, limit=max_photos), str(Path(directory).resolve())
+    train_photos, val_photos = photos_in_split("train", photos), photos_in_split("val", photos)
+    if not train_photos or not val_photos:
+        raise SystemExit(f"{source}: {len(photos)} usable photos split into {len(train_photos)} train and "
+                         f"{len(val_photos)} val; both are needed (a few dozen photos at least, hundreds "
+                         f"to gain over the bundled models)")
+    if directory is not None:
+        tag = f"{fingerprint[:8]}-{photo_set_digest(train_photos + val_photos)}"
+    return train_photos, val_photos, source, tag
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vae", default="indexer/default_model/vae")
@@ -468,6 +496,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-samples", type=int, default=3000)
     p.add_argument("--val-samples", type=int, default=600)
     p.add_argument("--denoiser-steps", type=int, default=1500)
+    p.add_argument("--photos", type=Path, default=None,
+                   help="train and calibrate on your own photos instead of the allowed ones: the train and "
+                        "val parts of this directory's photo split (training.data.split_of, about 70%% / 15%%; "
+                        "bench.inpainting --photos DIR --split test measures on the rest)")
+    p.add_argument("--max-photos", type=int, default=2000,
+                   help="with --photos, decode at most this many files (evenly spaced; all are held in memory)")
     p.add_argument("--lare-unet", default="",
                    help="compute the LaRE map with this pretrained pipeline's UNet (Hugging Face id or local "
                         "folder with unet/, scheduler/, text_encoder/, tokenizer/) instead of training the "
@@ -497,15 +531,14 @@ def main(argv: list[str] | None = None) -> None:
 
     vae = load_vae(args.vae).eval()
     fingerprint = vae_fingerprint(vae)
-    photos = allowed_photos()
     common = {"masks": SEEN_MASKS, "fills": SEEN_FILLS, "global_edits": TRAIN_GLOBAL_EDITS}
-    tag = fingerprint[:8]
-    train_photos = photos_in_split("train", photos)
+    train_photos, val_photos, photo_source, tag = training_photos(args.photos, args.max_photos, fingerprint)
+    print(f"photos: {photo_source}, {len(train_photos)} train / {len(val_photos)} val")
     train = load_train_chunks(args.work_dir, tag, args.train_samples, args.seed, lambda n, seed: featurize(
         vae, generate(train_photos, n, seed, desc="train samples", **common), n))
     val = load_or_build(args.work_dir / f"val-{tag}-{args.val_samples}.npz", lambda: featurize(
-        vae, generate(photos_in_split("val", photos), args.val_samples, args.seed + 7, desc="val samples",
-                      **common), args.val_samples))
+        vae, generate(val_photos, args.val_samples, args.seed + 7, desc="val samples", **common),
+        args.val_samples))
 
     if args.lare_unet:
         denoiser = UNetLare.from_pretrained(args.lare_unet, float(vae.config.scaling_factor), args.lare_prompt)
@@ -542,6 +575,8 @@ def main(argv: list[str] | None = None) -> None:
     detector = train_detector(train, val, lare_train, lare_val, args, args.results, fingerprint,
                               graphics.get("train"), graphics.get("lare_train"),
                               denoiser.config.source if isinstance(denoiser, UNetLare) else "")
+    detector.config.training["photos"] = {"source": photo_source, "train": len(train_photos),
+                                          "val": len(val_photos)}
     fit_copy_move_weight(detector, train, lare_train, seed=args.seed)
     calibrate_detector(detector, val, lare_val, graphics.get("val"), graphics.get("lare_val"))
     print("copy-move fusion:", json.dumps(detector.config.training["copy_move"]))
