@@ -474,7 +474,7 @@ def training_photos(directory: Path | None, max_photos: int,
     for the photos under ``directory``. The tag names the cached samples and denoiser: the
     VAE's fingerprint, plus a digest of the photos when they are someone's own."""
     if directory is None:
-        photos, source, tag = allowed_photos(), "allowed photos", fingerprint[:8]
+        photos, source = allowed_photos(), "allowed photos"
     else:
         photos, source = photos_in_directory(directory, limit=max_photos), str(Path(directory).resolve())
     train_photos, val_photos = photos_in_split("train", photos), photos_in_split("val", photos)
@@ -482,8 +482,7 @@ def training_photos(directory: Path | None, max_photos: int,
         raise SystemExit(f"{source}: {len(photos)} usable photos split into {len(train_photos)} train and "
                          f"{len(val_photos)} val; both are needed (a few dozen photos at least, hundreds "
                          f"to gain over the bundled models)")
-    if directory is not None:
-        tag = f"{fingerprint[:8]}-{photo_set_digest(train_photos + val_photos)}"
+    tag = fingerprint[:8] if directory is None else f"{fingerprint[:8]}-{photo_set_digest(train_photos + val_photos)}"
     return train_photos, val_photos, source, tag
 
 
