@@ -188,8 +188,8 @@ def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle):
     for seed in range(30, 39):  # 6 train, 1 val, 1 test and 1 flat (dropped) scene
         procedural_image(seed, size=288).save(photos / f"scene{seed}.png")
     usable = photos_in_directory(photos)
-    usable_split = photos_in_split("train", usable) + photos_in_split("val", usable)
-    n_train, n_val = len(photos_in_split("train", usable)), len(photos_in_split("val", usable))
+    train_photos, val_photos = photos_in_split("train", usable), photos_in_split("val", usable)
+    n_train, n_val = len(train_photos), len(val_photos)
     assert (n_train, n_val, len(usable)) == (6, 1, 8)
     assert len(photos_in_directory(photos, limit=3)) <= 3
 
@@ -203,7 +203,7 @@ def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle):
     assert analyzer.detector.config.training["photos"] == {"source": str(photos.resolve()), "train": n_train,
                                                             "val": n_val}
     # Cached apart from the allowed photos' samples (whose tag is the VAE fingerprint alone).
-    tag = f"{bundle.transform.config.vae_fingerprint[:8]}-{photo_set_digest(usable_split)}"
+    tag = f"{bundle.transform.config.vae_fingerprint[:8]}-{photo_set_digest(train_photos + val_photos)}"
     assert sorted(p.name for p in work.iterdir()) == [f"denoiser-{tag}.safetensors", f"train-{tag}-32-s0.npz",
                                                       f"val-{tag}-16.npz"]
     image = procedural_image(77, size=200)
