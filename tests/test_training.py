@@ -202,7 +202,7 @@ def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle):
     analyzer = InpaintingAnalyzer.load(out, bundle.vae, vae_fingerprint=bundle.transform.config.vae_fingerprint)
     assert analyzer.detector.config.training["photos"] == {"source": str(photos.resolve()), "train": n_train,
                                                             "val": n_val}
-    # Cached apart from the allowed photos' samples (whose tag is the VAE fingerprint alone).
+    # Cached under a name of their own: the VAE fingerprint plus a digest of the photos.
     tag = f"{bundle.transform.config.vae_fingerprint[:8]}-{photo_set_digest(train_photos + val_photos)}"
     assert sorted(p.name for p in work.iterdir()) == [f"denoiser-{tag}.safetensors", f"train-{tag}-32-s0.npz",
                                                       f"val-{tag}-16.npz"]

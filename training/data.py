@@ -6,6 +6,10 @@ Sources, in the order they are listed:
 * scikit-learn's two sample images, when scikit-learn is installed;
 * Debian wallpaper packages unpacked by ``python -m training.fetch_data``
   under ``DATA_DIR/debian`` (gnome-, mate-, sway-backgrounds, desktop-base);
+* other Debian releases of the same packages whose wallpapers differ, under
+  ``DATA_DIR/debian-releases`` (``training.fetch_data.RELEASES``; GNOME's are
+  JPEG XL, decoded by ``pillow-jxl-plugin``). They are listed last, so the
+  first set keeps its photos, their order and their splits;
 * ``procedural_image(seed)``: deterministic synthetic scenes (shapes, gradients,
   textures) for as many extra distinct images as a job needs.
 
@@ -23,8 +27,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+try:  # registers the JPEG XL decoder with PIL (the train and bench extras install it)
+    import pillow_jxl
+except ImportError:
+    pillow_jxl = None
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".jxl"}
 DEFAULT_DATA_DIR = Path(os.environ.get("ORIGIN_ID_TRAIN_DATA", ".data/train"))
+#: Where ``training.fetch_data`` unpacks the other Debian releases, under the data dir.
+RELEASES_DIR = "debian-releases"
 #: Smallest side an image must have to be worth cropping from.
 MIN_SIDE = 128
 
@@ -56,9 +67,14 @@ def image_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def debian_images(data_dir: Path = DEFAULT_DATA_DIR) -> list[Path]:
-    root = data_dir / "debian"
-    return image_files(root) if root.is_dir() else []
+def debian_images(data_dir: Path = DEFAULT_DATA_DIR, folder: str = "debian") -> list[Path]:
+    """Image files of the packages unpacked under ``data_dir/folder`` (``RELEASES_DIR``: the
+    other releases)."""
+    root = data_dir / folder
+    paths = image_files(root) if root.is_dir() else []
+    if pillow_jxl is None and any(p.suffix.lower() == ".jxl" for p in paths):
+        raise ImportError("JPEG XL wallpapers need pillow-jxl-plugin (pip install -e '.[train]')")
+    return paths
 
 
 def load_rgb(path: Path, max_side: int | None = None) -> Image.Image | None:
@@ -77,13 +93,17 @@ def load_rgb(path: Path, max_side: int | None = None) -> Image.Image | None:
 
 
 def allowed_photos(data_dir: Path = DEFAULT_DATA_DIR, max_side: int | None = 1024) -> list[Image.Image]:
-    """Every allowed real image, decoded to RGB (procedural ones excluded)."""
+    """Every allowed real image, decoded to RGB (procedural ones excluded).
+
+    Order: skimage, the system suite's Debian packages, sklearn, then the other Debian
+    releases, so ``dedupe`` keeps the first set's copy of a wallpaper two releases share."""
     images = usable_photos([*skimage_images(), *debian_images(data_dir)], max_side)
     for arr in sklearn_images():
         im = Image.fromarray(arr).convert("RGB")
         if max_side:
             im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         images.append(im)
+    images += usable_photos(debian_images(data_dir, RELEASES_DIR), max_side)
     return dedupe(images)
 
 

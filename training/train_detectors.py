@@ -472,7 +472,8 @@ def training_photos(directory: Path | None, max_photos: int,
                     fingerprint: str) -> tuple[list[Image.Image], list[Image.Image], str, str]:
     """(train photos, val photos, where they came from, cache tag) for the allowed photos, or
     for the photos under ``directory``. The tag names the cached samples and denoiser: the
-    VAE's fingerprint, plus a digest of the photos when they are someone's own."""
+    VAE's fingerprint plus a digest of the photos, so a changed photo set (one's own, or
+    the allowed set with or without the other Debian releases) never reuses old samples."""
     if directory is None:
         photos, source = allowed_photos(), "allowed photos"
     else:
@@ -482,8 +483,7 @@ def training_photos(directory: Path | None, max_photos: int,
         raise SystemExit(f"{source}: {len(photos)} usable photos split into {len(train_photos)} train and "
                          f"{len(val_photos)} val; both are needed (a few dozen photos at least, hundreds "
                          f"to gain over the bundled models)")
-    tag = fingerprint[:8] if directory is None else f"{fingerprint[:8]}-{photo_set_digest(train_photos + val_photos)}"
-    return train_photos, val_photos, source, tag
+    return train_photos, val_photos, source, f"{fingerprint[:8]}-{photo_set_digest(train_photos + val_photos)}"
 
 
 def main(argv: list[str] | None = None) -> None:
