@@ -54,7 +54,7 @@ from bench.service import machine
 from detectors.analyzer import InpaintingAnalyzer, InpaintingResult
 from indexer.config import Settings
 from indexer.model_bundle import ModelBundle
-from training.data import photos_in_directory, photos_in_split, procedural_image
+from training.data import allowed_photo_sets, photos_in_directory, photos_in_split, procedural_image
 from training.inpainting import FILLS, GLOBAL_EDIT_FAMILIES, MASKS, UNSEEN_FILLS, UNSEEN_MASKS, Sample, make_sample
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -217,6 +217,25 @@ def per_photo(photos: list[Image.Image], groups: dict[str, list[Sample]], prob: 
     return rows
 
 
+def by_photo_set(photo_set: list[str], groups: dict[str, list[Sample]], prob: dict[str, np.ndarray],
+                 threshold: float) -> dict[str, dict]:
+    """The headline figures per part of the test photos (``photo_set[i]`` names photo i's part,
+    ``training.data.PHOTO_SETS``): each inpainted group's AUC against the negatives cut from the
+    same part's photos, and those negatives' false-positive rates. The first set's row is
+    what the benchmark measured before the other Debian releases joined the photos."""
+    out = {}
+    for name in dict.fromkeys(photo_set):
+        members = [i for i, part in enumerate(photo_set) if part == name]
+        mine = {g: np.isin([s.source for s in samples], members) for g, samples in groups.items()}
+        neg = np.concatenate([prob[g][mine[g]] for g in ("pristine", "globally edited")])
+        row: dict = {"photos": len(members)}
+        row.update({g: roc_auc(prob[g][mine[g]], neg) for g in ("seen", "unseen mask", "unseen fill")})
+        row.update({f"fpr {g}": float((prob[g][mine[g]] >= threshold).mean())
+                    for g in ("pristine", "globally edited")})
+        out[name] = row
+    return out
+
+
 def photo_sheet(photos: list[Image.Image], rows: list[dict], path: Path, height: int = 120,
                 width: int = 960) -> None:
     """The test photos in rows of at most ``width`` px, each captioned with its number and AUC."""
@@ -278,7 +297,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.split == "test" and not args.photos:
         raise SystemExit("--split applies to --photos (without it the benchmark uses the test split)")
-    photos = photos_in_directory(args.photos) if args.photos else photos_in_split("test")
+    photo_set: list[str] = []
+    if args.photos:
+        photos = photos_in_directory(args.photos)
+    else:  # the test split of the allowed photos, part by part (the same list as photos_in_split("test"))
+        parts = {name: photos_in_split("test", part) for name, part in allowed_photo_sets().items()}
+        photos = [im for part in parts.values() for im in part]
+        photo_set = [name for name, part in parts.items() for _ in part]
     if args.photos and args.split == "test":
         photos = photos_in_split("test", photos)
         if not photos:
@@ -317,6 +342,10 @@ def main(argv: list[str] | None = None) -> None:
     inpainted = [s for name in ["seen", "unseen mask", "unseen fill"] for s in groups[name]]
     report["breakdown"] = breakdown(inpainted, allpos, negatives)
     report["photos"] = per_photo(photos, groups, prob, f1_of, analyzer.threshold)
+    for row, part in zip(report["photos"], photo_set):
+        row["set"] = part
+    if len(set(photo_set)) > 1:
+        report["photo_sets"] = by_photo_set(photo_set, groups, prob, analyzer.threshold)
     report["false_positives"] = {
         "pristine": float((prob["pristine"] >= analyzer.threshold).mean()),
         "globally edited": float((prob["globally edited"] >= analyzer.threshold).mean()),
@@ -385,9 +414,19 @@ def to_markdown(r: dict) -> str:
                   "", "| photo | size | inpainted | AUC | negatives | FPR at threshold | pixel F1 |",
                   "|---|---|---|---|---|---|---|"]
         for row in r["photos"]:
-            lines.append(f"| #{row['photo']} | {row['size'][0]} x {row['size'][1]} | {row['inpainted']} | "
+            part = f" ({row['set']})" if row.get("set") else ""
+            lines.append(f"| #{row['photo']}{part} | {row['size'][0]} x {row['size'][1]} | {row['inpainted']} | "
                          f"{row['auc']:.3f} | {row['negatives']} | {row['fpr_at_threshold']:.3f} | "
                          f"{row['pixel_f1']:.3f} |")
+    if "photo_sets" in r:
+        lines += ["", "By part of the test photos (the first set: skimage, sklearn and the Debian 12 packages, "
+                      "all the benchmark used before the other Debian releases were added), each group against "
+                      "the same part's negatives:", "",
+                  "| photos | count | AUC seen | AUC unseen mask | AUC unseen fill | FPR pristine | "
+                  "FPR globally edited |", "|---|---|---|---|---|---|---|"]
+        for name, row in r["photo_sets"].items():
+            lines.append(f"| {name} | {row['photos']} | {row['seen']:.3f} | {row['unseen mask']:.3f} | "
+                         f"{row['unseen fill']:.3f} | {row['fpr pristine']:.3f} | {row['fpr globally edited']:.3f} |")
     lat = r["latency"]
     lines += ["", f"Per query (one image at a time, median / p95): detection {lat['detect_ms']:.0f} / "
                   f"{lat['detect_p95_ms']:.0f} ms, detection + localization {lat['detect_localize_ms']:.0f} / "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.inpainting import breakdown, build_groups, per_photo
+from bench.inpainting import breakdown, build_groups, by_photo_set, per_photo
 from training.data import procedural_image
 
 
@@ -39,6 +39,16 @@ def test_groups_record_their_source_photo_and_breakdowns_follow_it():
     for label, auc in table["fill"].items():
         share = np.mean([s.source == 0 for s in inpainted if s.fill == label])
         assert auc == pytest.approx(share)  # AUC is 1 for photo-0 samples and 0 for photo-1 samples
+
+    # Per part of the photos, each part's positives against that part's own negatives only.
+    parts = by_photo_set(["first set", "other releases"], groups, prob, threshold=0.6)
+    assert [parts[n]["photos"] for n in ("first set", "other releases")] == [1, 1]
+    assert all(parts["first set"][g] == 1.0 and parts["other releases"][g] == 0.0
+               for g in ("seen", "unseen mask", "unseen fill"))
+    flagged = {n: np.array([(s.source == 0) * 0.8 if not s.inpainted else 0.0 for s in groups[n]])
+               for n in names}
+    fpr = by_photo_set(["first set", "other releases"], groups, flagged, threshold=0.6)
+    assert fpr["first set"]["fpr pristine"] == 1.0 and fpr["other releases"]["fpr pristine"] == 0.0
 
 
 def test_benchmark_runs_on_a_directory_of_ones_own_photos(tmp_path):

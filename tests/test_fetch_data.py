@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.data import RELEASES_DIR, allowed_photos, procedural_image
+from training.data import RELEASES_DIR, allowed_photo_sets, allowed_photos, procedural_image
 from training.fetch_data import RELEASES, Release, fetch_release
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
@@ -115,9 +115,12 @@ def test_other_releases_come_last_and_never_displace_a_first_set_photo(tmp_path)
     shared.resize((300, 300)).save(other / "a-shared-smaller.png")  # listed first in its folder
     new.save(other / "new.jxl", lossless=True)
     without = allowed_photos(tmp_path, max_side=None)
+    sets = allowed_photo_sets(tmp_path, max_side=None)
+    assert len(sets["other releases"]) == 1 and np.array_equal(np.asarray(sets["other releases"][0]), np.asarray(new))
     (tmp_path / RELEASES_DIR).rename(tmp_path / "elsewhere")
     base = allowed_photos(tmp_path, max_side=None)
     assert len(without) == len(base) + 1
     assert [np.asarray(a).tobytes() for a in without[:-1]] == [np.asarray(b).tobytes() for b in base]
     assert np.array_equal(np.asarray(without[-1]), np.asarray(new))
     assert any(im.size == (400, 400) and np.array_equal(np.asarray(im), np.asarray(shared)) for im in base)
+    assert [np.asarray(a).tobytes() for a in sets["first set"]] == [np.asarray(b).tobytes() for b in base]

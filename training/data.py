@@ -92,19 +92,32 @@ def load_rgb(path: Path, max_side: int | None = None) -> Image.Image | None:
     return im
 
 
-def allowed_photos(data_dir: Path = DEFAULT_DATA_DIR, max_side: int | None = 1024) -> list[Image.Image]:
-    """Every allowed real image, decoded to RGB (procedural ones excluded).
+#: The two parts of the allowed photos, in the order ``allowed_photos`` lists them.
+PHOTO_SETS = ("first set", "other releases")
 
-    Order: skimage, the system suite's Debian packages, sklearn, then the other Debian
-    releases, so ``dedupe`` keeps the first set's copy of a wallpaper two releases share."""
-    images = usable_photos([*skimage_images(), *debian_images(data_dir)], max_side)
+
+def allowed_photo_sets(data_dir: Path = DEFAULT_DATA_DIR,
+                       max_side: int | None = 1024) -> dict[str, list[Image.Image]]:
+    """The allowed real images in two parts (``PHOTO_SETS``): the first set (skimage, the
+    system suite's Debian packages, sklearn: the 68 photos the models trained on before the
+    other releases were added) and the images of the other Debian releases that are not
+    near-duplicates of it."""
+    first = usable_photos([*skimage_images(), *debian_images(data_dir)], max_side)
     for arr in sklearn_images():
         im = Image.fromarray(arr).convert("RGB")
         if max_side:
             im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        images.append(im)
-    images += usable_photos(debian_images(data_dir, RELEASES_DIR), max_side)
-    return dedupe(images)
+        first.append(im)
+    first = dedupe(first)
+    others = dedupe(first + usable_photos(debian_images(data_dir, RELEASES_DIR), max_side))[len(first):]
+    return dict(zip(PHOTO_SETS, (first, others)))
+
+
+def allowed_photos(data_dir: Path = DEFAULT_DATA_DIR, max_side: int | None = 1024) -> list[Image.Image]:
+    """Every allowed real image, decoded to RGB (procedural ones excluded): the first set,
+    then the other releases (``allowed_photo_sets``), so a wallpaper two releases share
+    keeps the first set's copy and the first set keeps its photos and their splits."""
+    return [im for part in allowed_photo_sets(data_dir, max_side).values() for im in part]
 
 
 def usable_photos(paths: list[Path], max_side: int | None) -> list[Image.Image]:
