@@ -39,7 +39,7 @@ train-vae: fetch-data
 train-transform: fetch-data
 	$(BIN)/origin-id train-transform --origins 2000
 
-## Inpainting denoiser + detector + localizer: photo stage, then the graphics fine-tune (about 80 minutes on 2 cores).
+## Inpainting denoiser + detector + localizer: photo stage, then the graphics fine-tune (about two hours on 2 cores).
 train-detectors: fetch-data
 	$(BIN)/python -m training.train_detectors --train-samples 12000 --denoiser-steps 600 --detector-steps 8000 \
 		--localizer-steps 0 --eval-every 400 --out .data/detectors/photo-stage
