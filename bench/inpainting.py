@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split", choices=["all", "test"], default="all",
                    help="with --photos: 'test' keeps only the directory's test split, for detectors trained "
                         "on the same directory (python -m training.train_detectors --photos DIR)")
-    Settings.add_arguments(p, only=["vae", "transform", "detectors", "device"])
+    Settings.add_arguments(p, only=["vae", "transform", "detectors", "device", "inpainting_precision"])
     args = p.parse_args(argv)
     if args.split == "test" and not args.photos:
         raise SystemExit("--split applies to --photos (without it the benchmark uses the test split)")
@@ -321,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
                for name, samples in groups.items()}
     prob = {name: np.array([r.probability for r in rs]) for name, rs in results.items()}
     negatives = np.concatenate([prob["pristine"], prob["globally edited"]])
-    report: dict = {"machine": machine(), "model_version": bundle.version, "test_photos": len(photos),
+    report: dict = {"machine": machine(), "precision": analyzer.precision,
+                    "model_version": bundle.version, "test_photos": len(photos),
                     "photo_source": (f"{args.photos} ({args.split} photos)" if args.photos else "test split"),
                     "threshold": analyzer.threshold, "localize_threshold": analyzer.localize_threshold,
                     "per_group": args.per_group, "detection": {}, "localization": {}, "robustness": {}}
@@ -383,7 +384,8 @@ def main(argv: list[str] | None = None) -> None:
 def to_markdown(r: dict) -> str:
     source = r.get("photo_source", "test split")
     photos = "held-out test photos" if source == "test split" else f"photos from {source}"
-    lines = [f"Machine: {r['machine']}. Model {r['model_version']}; {r['test_photos']} {photos}, "
+    lines = [f"Machine: {r['machine']}; inpainting models in {r.get('precision', 'float32')}. "
+             f"Model {r['model_version']}; {r['test_photos']} {photos}, "
              f"{r['per_group']} images per group; shipped threshold {r['threshold']:.3f}, "
              f"localization skipped below {r['localize_threshold']:.3f}.", "",
              "| inpainted group | AUC | AP | TPR@5%FPR | TPR at threshold | pixel F1 | pixel IoU | F1 as served |",

@@ -40,6 +40,9 @@ class Settings:
         "help": "directory of the inpainting detector, denoiser and localizer; empty = bundled default"})
     inpainting: bool = field(default=True, metadata={
         "help": "run inpainting detection (and localization when warranted) on every query"})
+    inpainting_precision: str = field(default="auto", metadata={
+        "help": "float32, bfloat16 or auto: the inpainting models' arithmetic; auto = bfloat16 on CPUs "
+                "with AMX (its matrix units halve the analysis there), float32 elsewhere"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     batch_size: int = field(default=16, metadata={"help": "images per embedding batch"})
     # Server.

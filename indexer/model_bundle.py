@@ -26,6 +26,24 @@ from indexer.vae import load_vae
 log = logging.getLogger(__name__)
 
 
+def select_inpainting_dtype(requested: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the inpainting analysis, None for plain float32.
+
+    bfloat16 pays only where the hardware multiplies it natively: on a 2-core Xeon with
+    AMX, detection + localization took 260 ms instead of 341 (the VAE decode 28 instead
+    of 78), verdicts within 0.001; on CPUs without it bfloat16 convolutions are emulated
+    and slower, so ``auto`` keeps float32 there and on CUDA (whose LaRE UNet already
+    runs in half precision)."""
+    if requested == "float32":
+        return None
+    if requested == "bfloat16":
+        return torch.bfloat16
+    if requested != "auto":
+        raise ValueError(f"inpainting_precision must be float32, bfloat16 or auto, not {requested!r}")
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return torch.bfloat16 if device.type == "cpu" and amx() else None
+
+
 def select_device(requested: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present; an explicit CUDA request without CUDA is an error."""
     if requested == "auto":
@@ -98,8 +116,11 @@ class ModelBundle:
         if settings.inpainting:
             directory = Path(settings.detectors or settings.model_dir / "inpainting")
             if settings.detectors or directory.is_dir():
-                inpainting = InpaintingAnalyzer.load(directory, vae, device, lock, vae_fingerprint=fingerprint)
-                log.info("inpainting models loaded from %s (threshold %.3f)", directory, inpainting.threshold)
+                dtype = select_inpainting_dtype(settings.inpainting_precision, device)
+                inpainting = InpaintingAnalyzer.load(directory, vae, device, lock, vae_fingerprint=fingerprint,
+                                                     autocast_dtype=dtype)
+                log.info("inpainting models loaded from %s (threshold %.3f, %s)", directory, inpainting.threshold,
+                         inpainting.precision)
             else:
                 log.warning("no inpainting models in %s: verdicts will say available=false", directory)
         return cls(vae=vae, transform=transform.to(device), device=device, version=version, lock=lock,

@@ -172,3 +172,22 @@ def test_detectors_refuse_a_different_vae(bundle, tmp_path):
         InpaintingAnalyzer.load(tmp_path, bundle.vae, vae_fingerprint="0" * 16)
     with pytest.raises(FileNotFoundError, match="missing"):
         InpaintingAnalyzer.load(tmp_path / "nowhere", bundle.vae)
+
+
+def test_bfloat16_analysis_keeps_the_float32_verdicts(analyzer, photos):
+    """``inpainting_precision`` bfloat16 (the default on CPUs with AMX) runs the same
+    models under autocast: the verdicts and masks must stay those of float32."""
+    models = (analyzer.vae, analyzer.denoiser, analyzer.detector, analyzer.localizer)
+    full, half = InpaintingAnalyzer(*models), InpaintingAnalyzer(*models, autocast_dtype=torch.bfloat16)
+    assert (full.precision, half.precision) == ("float32", "bfloat16")
+    rng = np.random.default_rng(7)
+    queries = []
+    for i in range(6):
+        crop = random_crop(photos[i % len(photos)], rng, 300, min_frac=0.6)
+        fake = inpaint(crop, ["rectangle", "ellipse", "brush"][i % 3], ["telea", "navier_stokes"][i % 2], rng)
+        queries.append(_jpeg(finish(fake.image, fake.mask, rng)[0]))
+    a, b = full.analyze(queries, localize=True), half.analyze(queries, localize=True)
+    gaps = [abs(x.probability - y.probability) for x, y in zip(a, b)]
+    assert max(gaps) < 0.03, f"probability gaps {np.round(gaps, 3)}"
+    agree = [float((x.mask == y.mask).mean()) for x, y in zip(a, b)]
+    assert min(agree) > 0.97, f"mask agreement {np.round(agree, 3)}"

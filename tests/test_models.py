@@ -6,7 +6,7 @@ import torch
 
 from indexer.config import Settings
 from indexer.embedder import Embedder
-from indexer.model_bundle import ModelBundle, select_device
+from indexer.model_bundle import ModelBundle, select_device, select_inpainting_dtype
 from indexer.transform import LinearTransform, TransformConfig
 from training.edits import apply
 
@@ -64,3 +64,14 @@ def test_cuda_request_without_cuda_is_an_error():
         assert select_device("auto").type == "cpu"
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             select_device("cuda")
+
+
+def test_inpainting_precision_is_chosen_per_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert select_inpainting_dtype("float32", cpu) is None
+    assert select_inpainting_dtype("bfloat16", cpu) is torch.bfloat16
+    assert select_inpainting_dtype("auto", cuda) is None  # the UNet LaRE source brings its own half precision
+    amx = torch.cpu._is_amx_tile_supported()
+    assert select_inpainting_dtype("auto", cpu) is (torch.bfloat16 if amx else None)
+    with pytest.raises(ValueError, match="float32, bfloat16 or auto"):
+        select_inpainting_dtype("fp8", cpu)
