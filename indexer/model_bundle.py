@@ -31,9 +31,9 @@ def select_inpainting_dtype(requested: str, device: torch.device) -> torch.dtype
 
     bfloat16 pays only where the hardware multiplies it natively: on a 2-core Xeon with
     AMX, detection + localization took 260 ms instead of 341 (the VAE decode 28 instead
-    of 78), verdicts within 0.001; on CPUs without it bfloat16 convolutions are emulated
-    and slower, so ``auto`` keeps float32 there and on CUDA (whose LaRE UNet already
-    runs in half precision)."""
+    of 78), benchmark AUCs within 0.002. Without AMX, oneDNN has no native bfloat16
+    matrix units to use (not measured here), so ``auto`` keeps float32 there, and on
+    CUDA (whose LaRE UNet already runs in half precision)."""
     if requested == "float32":
         return None
     if requested == "bfloat16":
