@@ -13,6 +13,8 @@ One role per file:
 * ``localizer``: ``MaskDiffusionLocalizer``, InpDiffusion's conditional mask
   diffusion (mask + edge, 5 DDIM steps on the query and 5 on its mirror image, the 10 x0
   predictions averaged);
+* ``query_mask``: ``QueryMask``, the localized region at the query's size
+  (area, box, PNG) written from the low-resolution cut;
 * ``analyzer``: ``InpaintingAnalyzer``, the runtime that strings them together
   for a query and owns the checkpoints' directory;
 * ``weights``: one safetensors file per model, its config in the header.

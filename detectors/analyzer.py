@@ -15,8 +15,8 @@ Data flow for a query (the models on the bundle's device, on the compute thread 
 4. when the probability is at least ``localize_threshold`` (the detector is not
    confident the image is clean), ``MaskDiffusionLocalizer`` samples the mask
    for both views in one batch (5 DDIM steps each, the 10 x0 predictions averaged, fixed
-   seed), averages them (the mirror's flipped back) and upsamples to the
-   query's size.
+   seed), averages them (the mirror's flipped back) and cuts it at the
+   query's size (``detectors.query_mask``).
 
 Checkpoints live in one directory: ``detector.safetensors``,
 ``localizer.safetensors`` and the LaRE source the detector was trained with:
@@ -27,7 +27,6 @@ that file names).
 
 from __future__ import annotations
 
-import io
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from detectors import denoiser as den
 from detectors import detector as det
 from detectors import localizer as loc
 from detectors.copy_move import CopyMoveSearch
+from detectors.query_mask import QueryMask
 from detectors.unet_lare import UNetLare
 from detectors.weights import load_model, save_model
 from indexer import compute
@@ -60,32 +60,26 @@ class InpaintingResult:
     inpainted: bool
     threshold: float
     localized: bool
-    #: bool (height, width) at the query's size when localized, else None.
-    mask: np.ndarray | None = None
+    #: The localized region at the query's size when localized, else None.
+    region: QueryMask | None = None
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """bool (height, width) at the query's size when localized, else None (drawn on first use)."""
+        return self.region.array if self.region is not None else None
 
     @property
     def area_fraction(self) -> float:
-        return np.count_nonzero(self.mask) / self.mask.size if self.mask is not None else 0.0
+        return self.region.area_fraction if self.region is not None else 0.0
 
     @property
     def bbox(self) -> tuple[int, int, int, int] | None:
         """(x, y, width, height) of the marked pixels, None when none are marked."""
-        if self.mask is None:
-            return None
-        # Marked rows and columns, not every marked pixel's coordinates (a 12 MP mask: 5 ms, not 120).
-        ys, xs = np.flatnonzero(self.mask.any(1)), np.flatnonzero(self.mask.any(0))
-        if not len(ys):
-            return None
-        return int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)
+        return self.region.bbox if self.region is not None else None
 
     def mask_png(self) -> bytes:
-        """8-bit grayscale PNG, 255 = inpainted. Light compression: a 12 MP mask encodes in
-        30 ms instead of 60, for a few tens of kB more."""
-        if self.mask is None:
-            return b""
-        buf = io.BytesIO()
-        Image.fromarray(self.mask.astype(np.uint8) * 255).save(buf, format="PNG", compress_level=1)
-        return buf.getvalue()
+        """8-bit grayscale PNG at the query's size, 255 = inpainted; b"" when not localized."""
+        return self.region.png() if self.region is not None else b""
 
 
 class InpaintingAnalyzer:
@@ -175,11 +169,12 @@ class InpaintingAnalyzer:
         probs, maps = compute.run(self._infer, x, latents, localize)
         results = []
         for i, (im, p) in enumerate(zip(images, probs)):
-            mask = None
+            region = None
             if i in maps:
                 size = tuple(sizes[i]) if sizes is not None else im.size
-                mask = mask_at_size(maps[i], size, self.localizer.config.pixel_threshold)
-            results.append(InpaintingResult(float(p), bool(p >= self.threshold), self.threshold, i in maps, mask))
+                region = QueryMask.from_probability(maps[i], size, self.localizer.config.pixel_threshold)
+            results.append(InpaintingResult(float(p), bool(p >= self.threshold), self.threshold, i in maps,
+                                            region))
         return results
 
     @torch.inference_mode()
@@ -231,28 +226,3 @@ def save_lare_source(model: LareSource, directory: Path) -> None:
     else:
         save_model(model, directory / FILES["denoiser"], den.FORMAT)
         (directory / UNET_LARE_FILE).unlink(missing_ok=True)
-
-
-def upsample_probability(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A low-resolution probability map -> float map at ``size`` = (width, height), bilinear."""
-    small = Image.fromarray(prob.astype(np.float32), mode="F")
-    return np.asarray(small.resize(size, Image.Resampling.BILINEAR))
-
-
-#: Widest and tallest map a mask is cut from; a larger query gets the cut mask scaled up
-#: by nearest neighbour. The probability map has 64 cells along each axis of the query
-#: (it covers the square 256 px view), so a cell stays 16 px or more: no detail is lost,
-#: and edges move by at most half a pixel of the cut map.
-MASK_WORK_SIDE = 1024
-
-
-def mask_at_size(prob: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
-    """The bool mask at ``size`` = (width, height): ``prob`` upsampled bilinearly and cut at
-    ``threshold`` (as the localizer's cut was calibrated). Along an axis longer than
-    ``MASK_WORK_SIDE`` the cut is made at that length and scaled up (a 12 MP query: 11 ms
-    instead of 85)."""
-    work = (min(size[0], MASK_WORK_SIDE), min(size[1], MASK_WORK_SIDE))
-    if work == tuple(size):
-        return upsample_probability(prob, size) >= threshold
-    cut = Image.fromarray(upsample_probability(prob, work) >= threshold)  # mode "1"
-    return np.asarray(cut.resize(size, Image.Resampling.NEAREST))

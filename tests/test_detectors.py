@@ -14,7 +14,7 @@ from bench.inpainting import pixel_scores
 from detectors import denoiser as den
 from detectors import detector as det
 from detectors import localizer as loc
-from detectors.analyzer import MASK_WORK_SIDE, InpaintingAnalyzer, InpaintingResult, mask_at_size, upsample_probability
+from detectors.analyzer import InpaintingAnalyzer
 from detectors.weights import load_model, save_model
 from tests.conftest import skimage_photos
 from training.data import random_crop
@@ -111,26 +111,6 @@ def test_verdict_mask_is_at_query_size_and_deterministic(analyzer, photos):
         x, y, w, h = first.bbox
         assert first.mask[y:y + h, x:x + w].sum() == first.mask.sum()
         assert first.area_fraction == pytest.approx(first.mask.mean())
-
-
-def test_large_query_masks_are_cut_at_a_bounded_size_and_scaled_up():
-    """Up to MASK_WORK_SIDE the mask is the bilinear map's exact cut; above, the cut is made
-    at that size and scaled up, which moves edges by a few pixels of the query at most."""
-    rng = np.random.default_rng(3)
-    prob = np.clip(rng.normal(0.2, 0.3, (64, 64)), 0, 1).astype(np.float32)
-    small = (MASK_WORK_SIDE, 700)
-    assert np.array_equal(mask_at_size(prob, small, 0.45), upsample_probability(prob, small) >= 0.45)
-    for size in [(3000, 2000), (4000, 300)]:
-        mask = mask_at_size(prob, size, 0.45)
-        exact = upsample_probability(prob, size) >= 0.45
-        assert mask.shape == exact.shape == size[::-1] and mask.dtype == bool
-        assert (mask == exact).mean() > 0.99
-        result = InpaintingResult(0.9, True, 0.5, True, mask)
-        ys, xs = np.nonzero(mask)
-        assert result.bbox == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
-        assert result.area_fraction == pytest.approx(mask.mean())
-        assert np.array_equal(np.asarray(Image.open(io.BytesIO(result.mask_png()))) > 127, mask)
-    assert InpaintingResult(0.1, False, 0.5, True, np.zeros((4, 4), bool)).bbox is None
 
 
 def test_bundled_localizer_marks_the_painted_region(analyzer, photos):

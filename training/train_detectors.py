@@ -67,8 +67,9 @@ from bench.inpainting import pixel_scores, roc_auc
 from detectors import denoiser as den
 from detectors import detector as det
 from detectors import localizer as loc
-from detectors.analyzer import FILES, InpaintingAnalyzer, save_lare_source, upsample_probability
+from detectors.analyzer import FILES, InpaintingAnalyzer, save_lare_source
 from detectors.copy_move import CopyMoveSearch
+from detectors.query_mask import upsample_probability
 from detectors.unet_lare import UNetLare
 from detectors.weights import load_model, save_model
 from indexer.transform import vae_fingerprint
