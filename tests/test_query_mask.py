@@ -74,6 +74,8 @@ def test_large_query_masks_are_cut_at_a_bounded_size():
         exact = upsample_probability(prob, size) >= threshold
         assert (region.array == exact).mean() > 0.99
         assert np.array_equal(_decode_png(region.png()) == 255, region.array)
+        assert region.area_fraction == pytest.approx(region.array.mean(), abs=1e-12)
+        assert region.bbox == _box_of(region.array)
         assert region.area_fraction == pytest.approx(exact.mean(), abs=0.01)
 
 
