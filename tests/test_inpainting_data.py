@@ -1,11 +1,12 @@
 import io
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 from training.data import procedural_image
-from training.inpainting import FILLS, MASKS, finish, inpaint, make_mask
+from training.inpainting import EXTRA_FILLS, FILLS, MASKS, finish, inpaint, make_mask
 
 
 @pytest.mark.parametrize("kind", MASKS)
@@ -17,14 +18,17 @@ def test_masks_cover_a_plausible_area(kind):
         assert 0.005 < mask.mean() < 0.6, (kind, mask.mean())
 
 
-@pytest.mark.parametrize("fill", FILLS)
+@pytest.mark.parametrize("fill", FILLS + EXTRA_FILLS)
 def test_fills_change_the_hole_and_little_else(fill):
     rng = np.random.default_rng(1)
     image = procedural_image(5, size=256)
     example = inpaint(image, "rectangle", fill, rng)
     before, after = np.asarray(image), np.asarray(example.image)
+    # Nothing changes away from the hole (the latent fill feathers its edge over a few pixels).
+    near = cv2.dilate(example.mask.astype(np.uint8), np.ones((25, 25), np.uint8)) > 0
+    assert (before[~near] == after[~near]).all()
     outside = ~example.mask
-    assert (before[outside] == after[outside]).mean() > 0.99
+    assert (before[outside] == after[outside]).mean() > 0.95
     assert np.abs(before[example.mask].astype(int) - after[example.mask]).mean() > 1.0
 
 

@@ -10,7 +10,10 @@ the allowed images. Mask types follow End4's benchmark of region shapes:
 
 Fill methods (``FILLS``): OpenCV Telea and Navier-Stokes inpainting, a patch
 copied from elsewhere in the image and Poisson-blended, and a smooth harmonic
-fill with matched grain. ``UNSEEN_MASKS`` / ``UNSEEN_FILLS`` are kept out of
+fill with matched grain. ``EXTRA_FILLS``: a latent fill (the region
+re-synthesised in the shared VAE's latent space and decoded, what a diffusion
+inpainting pipeline pastes back), usable in training (``--fills``), not yet in
+the shipped models or the benchmark. ``UNSEEN_MASKS`` / ``UNSEEN_FILLS`` are kept out of
 training and reported separately, End4's unseen-pattern protocol.
 
 Every example, real or inpainted, goes through ``finish`` (the same ordinary
@@ -26,10 +29,14 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image
 
 MASKS = ["rectangle", "ellipse", "brush", "polygon", "border"]
 FILLS = ["telea", "navier_stokes", "patch_poisson", "smooth"]
+#: Fills that exist but are not yet in the shipped models' training or the benchmark's
+#: groups (``latent``: measured, see README, to be shipped with its retrained localizer).
+EXTRA_FILLS = ["latent"]
 UNSEEN_MASKS = ["polygon"]
 UNSEEN_FILLS = ["smooth"]
 
@@ -142,10 +149,68 @@ def smooth(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+#: The VAE ``latent`` fills decode with: the bundled one unless ``set_fill_vae`` names another.
+DEFAULT_FILL_VAE = "indexer/default_model/vae"
+_fill_vae: list[torch.nn.Module] = []
+
+
+def set_fill_vae(vae: torch.nn.Module) -> None:
+    """Use ``vae`` for ``latent`` fills (training passes the VAE the detectors are trained on)."""
+    _fill_vae[:] = [vae.eval()]
+
+
+def _vae() -> torch.nn.Module:
+    if not _fill_vae:
+        from indexer.vae import load_vae
+
+        set_fill_vae(load_vae(DEFAULT_FILL_VAE))
+    return _fill_vae[0]
+
+
+@torch.inference_mode()
+def latent(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The hole re-synthesised in the VAE's latent space, decoded and pasted back with a feathered edge.
+
+    A stand-in for diffusion inpainting (no pretrained inpainting model can be had here): the
+    latent cells under the hole get a harmonic fill from the known cells plus noise of up to
+    half the latents' own local texture level, the decoder turns that into content with the
+    decoder's texture, and the result is blended in over a Gaussian-feathered edge as
+    inpainting pipelines do (so pixels just outside the hole change a little too). As a fourth
+    seen fill in a fine-tune, measured against a control fine-tune without it on the val photos
+    (README), it raised the unseen smooth fill's AUC 0.85 -> 0.90."""
+    vae = _vae()
+    h, w = mask.shape
+    height, width = max(8, h // 8 * 8), max(8, w // 8 * 8)
+    x = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    x = torch.from_numpy(x).permute(2, 0, 1)[None].float() / 127.5 - 1
+    z = vae.encode(x).latent_dist.mean[0].numpy()
+    hole = cv2.resize(mask.astype(np.float32), (width // 8, height // 8), interpolation=cv2.INTER_AREA) > 0.05
+    if not hole.any():
+        hole = cv2.resize(mask.astype(np.uint8), (width // 8, height // 8), interpolation=cv2.INTER_NEAREST) > 0
+    known = ~hole
+    filled = z.copy()
+    for c, ref in enumerate(z):
+        v = filled[c]
+        v[hole] = ref[known].mean() if known.any() else 0.0
+        for _ in range(100):
+            v = cv2.blur(v, (3, 3))
+            v[known] = ref[known]
+        texture = ref - cv2.blur(ref, (3, 3))  # the local texture level, not the content's range
+        spread = float(texture[known].std()) if known.any() else 0.1
+        v[hole] += rng.normal(0, spread * rng.uniform(0.0, 0.5), int(hole.sum()))
+        filled[c] = v
+    out = vae.decode(torch.from_numpy(filled)[None]).sample.clamp(-1, 1)[0].permute(1, 2, 0).numpy()
+    out = cv2.resize(((out + 1) * 127.5).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), float(rng.uniform(1.0, 3.0)))[..., None]
+    soft = np.maximum(soft, mask[..., None].astype(np.float32))  # the hole replaced, its edge blended
+    return np.clip(image.astype(np.float32) * (1 - soft) + out * soft, 0, 255).astype(np.uint8)
+
+
 FILL_FUNCTIONS = {
     "telea": _opencv(cv2.INPAINT_TELEA),
     "navier_stokes": _opencv(cv2.INPAINT_NS),
     "patch_poisson": patch_poisson,
+    "latent": latent,
     "smooth": smooth,
 }
 

@@ -81,7 +81,16 @@ from training.data import (
     photos_in_split,
     procedural_image,
 )
-from training.inpainting import FILLS, GLOBAL_EDIT_FAMILIES, MASKS, UNSEEN_FILLS, UNSEEN_MASKS, make_sample
+from training.inpainting import (
+    EXTRA_FILLS,
+    FILLS,
+    GLOBAL_EDIT_FAMILIES,
+    MASKS,
+    UNSEEN_FILLS,
+    UNSEEN_MASKS,
+    make_sample,
+    set_fill_vae,
+)
 from training.plots import plot_curve
 
 SEEN_MASKS = [m for m in MASKS if m not in UNSEEN_MASKS]
@@ -519,6 +528,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--graphics-val-samples", type=int, default=300)
     p.add_argument("--graphics-share", type=float, default=0.25,
                    help="share of each detector batch drawn from the graphics samples")
+    p.add_argument("--fills", default=",".join(SEEN_FILLS),
+                   help=f"comma-separated fills the samples use: seen fills and {EXTRA_FILLS} (the shipped "
+                        f"models: {','.join(SEEN_FILLS)})")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -531,12 +543,18 @@ def main(argv: list[str] | None = None) -> None:
 
     vae = load_vae(args.vae).eval()
     fingerprint = vae_fingerprint(vae)
-    common = {"masks": SEEN_MASKS, "fills": SEEN_FILLS, "global_edits": TRAIN_GLOBAL_EDITS}
+    set_fill_vae(vae)
+    fills = [f for f in args.fills.split(",") if f]
+    if not fills or set(fills) - set(SEEN_FILLS + EXTRA_FILLS):
+        raise SystemExit(f"--fills must name some of {SEEN_FILLS + EXTRA_FILLS} (held out: {UNSEEN_FILLS})")
+    common = {"masks": SEEN_MASKS, "fills": fills, "global_edits": TRAIN_GLOBAL_EDITS}
     train_photos, val_photos, photo_source, tag = training_photos(args.photos, args.max_photos, fingerprint)
+    # Cached samples are named by the photos, the VAE and (when not the default) the fills.
+    sample_tag = tag if fills == SEEN_FILLS else f"{tag}-{'+'.join(fills)}"
     print(f"photos: {photo_source}, {len(train_photos)} train / {len(val_photos)} val")
-    train = load_train_chunks(args.work_dir, tag, args.train_samples, args.seed, lambda n, seed: featurize(
+    train = load_train_chunks(args.work_dir, sample_tag, args.train_samples, args.seed, lambda n, seed: featurize(
         vae, generate(train_photos, n, seed, desc="train samples", **common), n))
-    val = load_or_build(args.work_dir / f"val-{tag}-{args.val_samples}.npz", lambda: featurize(
+    val = load_or_build(args.work_dir / f"val-{sample_tag}-{args.val_samples}.npz", lambda: featurize(
         vae, generate(val_photos, args.val_samples, args.seed + 7, desc="val samples", **common),
         args.val_samples))
 
@@ -566,7 +584,7 @@ def main(argv: list[str] | None = None) -> None:
     graphics = {}
     if args.graphics_samples:
         def graphics_set(split: str, first_scene: int, n: int, seed: int):
-            return load_or_build(args.work_dir / f"graphics-{split}-{tag}-{n}-s{seed}.npz", lambda: featurize(
+            return load_or_build(args.work_dir / f"graphics-{split}-{sample_tag}-{n}-s{seed}.npz", lambda: featurize(
                 vae, generate(graphics_scenes(first_scene, n), n, seed, desc=f"graphics {split} samples",
                               **common), n))
         graphics["train"] = graphics_set("train", GRAPHICS_TRAIN_SEED, args.graphics_samples, args.seed + 5)
