@@ -28,7 +28,8 @@ def test_fills_change_the_hole_and_little_else(fill):
     near = cv2.dilate(example.mask.astype(np.uint8), np.ones((25, 25), np.uint8)) > 0
     assert (before[~near] == after[~near]).all()
     outside = ~example.mask
-    assert (before[outside] == after[outside]).mean() > 0.95
+    if fill != "latent":  # the latent fill blends its edge in, over the band checked above
+        assert (before[outside] == after[outside]).mean() > 0.99
     assert np.abs(before[example.mask].astype(int) - after[example.mask]).mean() > 1.0
 
 

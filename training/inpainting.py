@@ -128,6 +128,16 @@ def patch_poisson(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator)
     return out
 
 
+def relax(values: np.ndarray, known: np.ndarray, iterations: int) -> np.ndarray:
+    """A harmonic fill by relaxation: ``values`` (H, W[, C], float32) blurred ``iterations``
+    times with the ``known`` (H, W) cells held at their values."""
+    held = values[known]
+    for _ in range(iterations):
+        values = cv2.blur(values, (3, 3))
+        values[known] = held
+    return values
+
+
 def smooth(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Harmonic fill from the hole's boundary (iterated blur with known pixels held), plus matched grain."""
     img = image.astype(np.float32)
@@ -138,11 +148,7 @@ def smooth(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.
     small = cv2.resize(out, (max(1, out.shape[1] // scale), max(1, out.shape[0] // scale)),
                        interpolation=cv2.INTER_AREA)
     small_known = cv2.resize(known.astype(np.float32), (small.shape[1], small.shape[0])) > 0.99
-    small_ref = small.copy()
-    for _ in range(200):
-        small = cv2.blur(small, (3, 3))
-        small[small_known] = small_ref[small_known]
-    up = cv2.resize(small, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_CUBIC)
+    up = cv2.resize(relax(small, small_known, 200), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_CUBIC)
     grain = img - cv2.GaussianBlur(img, (0, 0), 1.5)
     noise_std = float(grain[known].std()) if known.any() else 0.0
     out[mask] = up[mask] + rng.normal(0, noise_std * rng.uniform(0.5, 1.0), up[mask].shape)
@@ -190,15 +196,11 @@ def latent(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.
     known = ~hole
     filled = z.copy()
     for c, ref in enumerate(z):
-        v = filled[c]
-        v[hole] = ref[known].mean() if known.any() else 0.0
-        for _ in range(100):
-            v = cv2.blur(v, (3, 3))
-            v[known] = ref[known]
+        filled[c][hole] = ref[known].mean() if known.any() else 0.0
+        filled[c] = relax(filled[c], known, 100)
         texture = ref - cv2.blur(ref, (3, 3))  # the local texture level, not the content's range
         spread = float(texture[known].std()) if known.any() else 0.1
-        v[hole] += rng.normal(0, spread * rng.uniform(0.0, 0.5), int(hole.sum()))
-        filled[c] = v
+        filled[c][hole] += rng.normal(0, spread * rng.uniform(0.0, 0.5), int(hole.sum()))
     out = vae.decode(torch.from_numpy(filled)[None]).sample.clamp(-1, 1)[0].permute(1, 2, 0).numpy()
     out = cv2.resize(((out + 1) * 127.5).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), float(rng.uniform(1.0, 3.0)))[..., None]
