@@ -39,13 +39,19 @@ train-vae: fetch-data
 train-transform: fetch-data
 	$(BIN)/origin-id train-transform --origins 2000
 
-## Inpainting denoiser + detector + localizer: photo stage, then the graphics fine-tune (about two hours on 2 cores).
+## Inpainting denoiser + detector + localizer (about three hours on 2 cores): a photo stage and a
+## graphics fine-tune with the three classical fills, then a fine-tune that adds the latent fill
+## (diffusion-style) and the localizer trained on that detector.
+CLASSIC_FILLS := telea,navier_stokes,patch_poisson
 train-detectors: fetch-data
-	$(BIN)/python -m training.train_detectors --train-samples 12000 --denoiser-steps 600 --detector-steps 8000 \
-		--localizer-steps 0 --eval-every 400 --out .data/detectors/photo-stage
-	$(BIN)/python -m training.train_detectors --train-samples 12000 --denoiser-steps 600 \
+	$(BIN)/python -m training.train_detectors --fills $(CLASSIC_FILLS) --train-samples 12000 --denoiser-steps 600 \
+		--detector-steps 8000 --localizer-steps 0 --eval-every 400 --out .data/detectors/photo-stage
+	$(BIN)/python -m training.train_detectors --fills $(CLASSIC_FILLS) --train-samples 12000 --denoiser-steps 600 \
 		--init-detector .data/detectors/photo-stage/detector.safetensors --graphics-samples 1500 \
-		--detector-steps 1500 --detector-lr 5e-4 --eval-every 250 --localizer-steps 1500
+		--detector-steps 1500 --detector-lr 5e-4 --eval-every 250 --localizer-steps 0 --out .data/detectors/graphics-stage
+	$(BIN)/python -m training.train_detectors --train-samples 6000 --seed 21 --denoiser-steps 600 \
+		--init-detector .data/detectors/graphics-stage/detector.safetensors --graphics-samples 600 \
+		--detector-steps 800 --detector-lr 5e-4 --eval-every 200 --localizer-steps 1500
 
 ## Service benchmark: ingest rate and query latency at 10k references.
 bench-service: install

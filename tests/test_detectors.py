@@ -78,20 +78,23 @@ def _jpeg(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data)).convert("RGB")
 
 
-def test_bundled_detector_separates_inpainted_from_pristine(analyzer, photos):
-    """Same crops, same finishing; half get a region painted in (OpenCV Telea, a seen fill).
-    The bundled models score 0.97 here."""
+@pytest.mark.parametrize(("fill", "floor"), [("telea", 0.9), ("latent", 0.75)])
+def test_bundled_detector_separates_inpainted_from_pristine(analyzer, photos, fill, floor):
+    """Same crops, same finishing; half get a region painted in: OpenCV Telea, or the latent
+    fill (re-synthesised in the VAE's latent space, as diffusion inpainting does). The bundled
+    models score 0.95 (Telea) and 0.80 (latent) here; the models before the latent fill joined
+    their training scored 0.95 and 0.61."""
     rng = np.random.default_rng(0)
     pristine, painted = [], []
     for i in range(16):
         crop = random_crop(photos[i % len(photos)], rng, 320, min_frac=0.5)
-        fake = inpaint(crop, ["rectangle", "ellipse", "brush"][i % 3], "telea", rng)
+        fake = inpaint(crop, ["rectangle", "ellipse", "brush"][i % 3], fill, rng)
         pristine.append(_jpeg(finish(crop, fake.mask * False, np.random.default_rng(i))[0]))
         painted.append(_jpeg(finish(fake.image, fake.mask, np.random.default_rng(i))[0]))
     p_clean = np.array([r.probability for r in analyzer.analyze(pristine, localize=False)])
     p_fake = np.array([r.probability for r in analyzer.analyze(painted, localize=False)])
     auc = (p_fake[:, None] > p_clean[None, :]).mean()
-    assert auc >= 0.9, f"AUC {auc:.2f}: fake {np.round(p_fake, 2)} clean {np.round(p_clean, 2)}"
+    assert auc >= floor, f"AUC {auc:.2f}: fake {np.round(p_fake, 2)} clean {np.round(p_clean, 2)}"
 
 
 def test_verdict_mask_is_at_query_size_and_deterministic(analyzer, photos):

@@ -9,12 +9,11 @@ the allowed images. Mask types follow End4's benchmark of region shapes:
 * ``border``: a large band along one edge (outpainting-like).
 
 Fill methods (``FILLS``): OpenCV Telea and Navier-Stokes inpainting, a patch
-copied from elsewhere in the image and Poisson-blended, and a smooth harmonic
-fill with matched grain. ``EXTRA_FILLS``: a latent fill (the region
-re-synthesised in the shared VAE's latent space and decoded, what a diffusion
-inpainting pipeline pastes back), usable in training (``--fills``), not yet in
-the shipped models or the benchmark. ``UNSEEN_MASKS`` / ``UNSEEN_FILLS`` are kept out of
-training and reported separately, End4's unseen-pattern protocol.
+copied from elsewhere in the image and Poisson-blended, a latent fill (the
+region re-synthesised in the shared VAE's latent space and decoded, what a
+diffusion inpainting pipeline pastes back) and a smooth harmonic fill with
+matched grain. ``UNSEEN_MASKS`` / ``UNSEEN_FILLS`` are kept out of training and
+reported separately, End4's unseen-pattern protocol.
 
 Every example, real or inpainted, goes through ``finish`` (the same ordinary
 edits and the same JPEG encoding) so a detector cannot learn "edited" or
@@ -33,10 +32,7 @@ import torch
 from PIL import Image
 
 MASKS = ["rectangle", "ellipse", "brush", "polygon", "border"]
-FILLS = ["telea", "navier_stokes", "patch_poisson", "smooth"]
-#: Fills that exist but are not yet in the shipped models' training or the benchmark's
-#: groups (``latent``: measured, see README, to be shipped with its retrained localizer).
-EXTRA_FILLS = ["latent"]
+FILLS = ["telea", "navier_stokes", "patch_poisson", "latent", "smooth"]
 UNSEEN_MASKS = ["polygon"]
 UNSEEN_FILLS = ["smooth"]
 
