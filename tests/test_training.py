@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from detectors import detector as det
+from detectors import localizer as loc
 from detectors.weights import save_model
 from training.calibrate_transform import threshold_for_precision
 from training.data import SPLITS, procedural_image, split_of
@@ -18,6 +19,7 @@ from training.train_detectors import (
     calibrate_detector,
     detector_outputs,
     initial_detector,
+    initial_localizer,
     load_train_chunks,
 )
 
@@ -156,6 +158,20 @@ def test_fine_tuning_starts_from_a_detector_of_the_same_vae(tmp_path):
     # Nor across LaRE sources: maps of a pretrained UNet read differently from the denoiser's.
     with pytest.raises(ValueError, match="LaRE maps of the latent denoiser"):
         initial_detector(args, "abc", lare_source="stabilityai/stable-diffusion-2")
+
+
+def test_localizer_fine_tuning_starts_from_a_localizer_of_the_same_condition(tmp_path):
+    saved = loc.MaskDiffusionLocalizer(loc.LocalizerConfig(cond_channels=12, pixel_threshold=0.45))
+    path = tmp_path / "localizer.safetensors"
+    save_model(saved, path, loc.FORMAT)
+    args = argparse.Namespace(init_localizer=path)
+    model = initial_localizer(args, 12)
+    assert model.config.pixel_threshold == 0.45
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values()))
+    with pytest.raises(ValueError, match="takes 12 condition channels, this detector gives 9"):
+        initial_localizer(args, 9)
+    assert initial_localizer(argparse.Namespace(init_localizer=None), 9).config.cond_channels == 9
 
 
 def test_training_samples_come_from_cached_chunks_with_their_own_seeds(tmp_path):
