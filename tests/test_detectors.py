@@ -17,8 +17,8 @@ from detectors import localizer as loc
 from detectors.analyzer import InpaintingAnalyzer
 from detectors.weights import load_model, save_model
 from tests.conftest import skimage_photos
-from training.data import random_crop
-from training.inpainting import finish, inpaint
+from training.data import random_crop, skimage_images
+from training.inpainting import finish, inpaint, make_sample
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,23 @@ def test_bundled_detector_separates_inpainted_from_pristine(analyzer, photos, fi
     p_fake = np.array([r.probability for r in analyzer.analyze(painted, localize=False)])
     auc = (p_fake[:, None] > p_clean[None, :]).mean()
     assert auc >= floor, f"AUC {auc:.2f}: fake {np.round(p_fake, 2)} clean {np.round(p_clean, 2)}"
+
+
+def test_bundled_detector_reads_a_grainy_microscopy_photo_as_clean(analyzer):
+    """Pristine crops of scikit-image's ``cell`` (a grainy grey microscopy field, a test-split
+    photo), cut and finished as the benchmark's negatives are. Grain is where this detector
+    errs: a fine-tune with more latent-fill samples (README, measured and not shipped) flags
+    8 of these 16; the bundled models flag none (highest probability 0.75, threshold 0.85,
+    the same in bfloat16). A model that reads grain as painting fails here."""
+    cell = next((p for p in skimage_images() if p.stem == "cell"), None)
+    if cell is None:
+        pytest.skip("scikit-image's cell.png is not installed")
+    photo = Image.open(cell).convert("RGB")
+    rng = np.random.default_rng(5)
+    queries = [_jpeg(make_sample(photo, rng, inpainted=False).jpeg) for _ in range(16)]
+    results = analyzer.analyze(queries, localize=False)
+    flagged = [round(r.probability, 2) for r in results if r.inpainted]
+    assert not flagged, f"{len(flagged)} of 16 pristine crops flagged (threshold {analyzer.threshold:.2f}): {flagged}"
 
 
 def test_verdict_mask_is_at_query_size_and_deterministic(analyzer, photos):
