@@ -17,7 +17,7 @@ from detectors import localizer as loc
 from detectors.analyzer import InpaintingAnalyzer
 from detectors.weights import load_model, save_model
 from tests.conftest import skimage_photos
-from training.data import random_crop, skimage_images
+from training.data import load_rgb, random_crop, skimage_images
 from training.inpainting import finish, inpaint, make_sample
 
 
@@ -106,7 +106,7 @@ def test_bundled_detector_reads_a_grainy_microscopy_photo_as_clean(analyzer):
     cell = next((p for p in skimage_images() if p.stem == "cell"), None)
     if cell is None:
         pytest.skip("scikit-image's cell.png is not installed")
-    photo = Image.open(cell).convert("RGB")
+    photo = load_rgb(cell)
     rng = np.random.default_rng(5)
     queries = [_jpeg(make_sample(photo, rng, inpainted=False).jpeg) for _ in range(16)]
     results = analyzer.analyze(queries, localize=False)
