@@ -39,9 +39,11 @@ train-vae: fetch-data
 train-transform: fetch-data
 	$(BIN)/origin-id train-transform --origins 2000
 
-## Inpainting denoiser + detector + localizer (about three hours on 2 cores): a photo stage and a
+## Inpainting denoiser + detector + localizer (about four hours on 2 cores): a photo stage and a
 ## graphics fine-tune with the three classical fills, then a fine-tune that adds the latent fill
-## (diffusion-style) and the localizer trained on that detector.
+## (diffusion-style) and the localizer trained on that detector, then a fine-tune of both with
+## grain-heavy procedural fields in every batch (without them, latent-fill samples teach "a soft
+## region among grain is painted").
 CLASSIC_FILLS := telea,navier_stokes,patch_poisson
 train-detectors: fetch-data
 	$(BIN)/python -m training.train_detectors --fills $(CLASSIC_FILLS) --train-samples 12000 --denoiser-steps 600 \
@@ -51,7 +53,15 @@ train-detectors: fetch-data
 		--detector-steps 1500 --detector-lr 5e-4 --eval-every 250 --localizer-steps 0 --out .data/detectors/graphics-stage
 	$(BIN)/python -m training.train_detectors --train-samples 6000 --seed 21 --denoiser-steps 600 \
 		--init-detector .data/detectors/graphics-stage/detector.safetensors --graphics-samples 600 \
-		--detector-steps 800 --detector-lr 5e-4 --eval-every 200 --localizer-steps 1500
+		--detector-steps 800 --detector-lr 5e-4 --eval-every 200 --localizer-steps 1500 --out .data/detectors/latent-stage
+	$(BIN)/python -m training.train_detectors --train-samples 4000 --seed 41 --denoiser-steps 600 \
+		--init-detector .data/detectors/latent-stage/detector.safetensors --graphics-samples 600 --grain-samples 600 \
+		--batch 28 --graphics-share 0.2 --grain-share 0.2 --detector-steps 800 --detector-lr 5e-4 --eval-every 200 \
+		--localizer-steps 0 --out .data/detectors/grain-stage
+	$(BIN)/python -m training.train_detectors --train-samples 4000 --seed 41 --denoiser-steps 600 \
+		--init-detector .data/detectors/grain-stage/detector.safetensors --graphics-samples 600 --grain-samples 600 \
+		--detector-steps 0 --init-localizer .data/detectors/latent-stage/localizer.safetensors \
+		--localizer-steps 800 --localizer-lr 1e-3
 
 ## Service benchmark: ingest rate and query latency at 10k references.
 bench-service: install

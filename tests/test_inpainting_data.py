@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.data import procedural_image
+from training.data import grainy_image, procedural_image
 from training.inpainting import FILLS, MASKS, finish, inpaint, make_mask
 
 
@@ -40,3 +40,19 @@ def test_real_and_fake_are_saved_alike():
     fake, mask = finish(ex.image, ex.mask, rng)
     assert Image.open(io.BytesIO(real)).format == Image.open(io.BytesIO(fake)).format == "JPEG"
     assert mask.shape == Image.open(io.BytesIO(fake)).size[::-1]
+
+
+def test_grainy_fields_are_reproducible_and_textured_at_fine_and_coarse_scales():
+    """The grain scene set's point: texture a pixel or two across that a JPEG keeps, over
+    structure tens of pixels across (relief, cells), in every field."""
+    assert np.array_equal(np.asarray(grainy_image(3)), np.asarray(grainy_image(3)))
+    assert not np.array_equal(np.asarray(grainy_image(3)), np.asarray(grainy_image(4)))
+    fine, coarse = [], []
+    for seed in range(20):
+        buf = io.BytesIO()
+        grainy_image(seed).save(buf, format="JPEG", quality=90)
+        grey = np.asarray(Image.open(buf).convert("L"), np.float32)
+        fine.append((grey - cv2.GaussianBlur(grey, (0, 0), 1.5)).std())
+        coarse.append(cv2.GaussianBlur(grey, (0, 0), 8).std())
+    assert min(fine) > 1.0 and np.median(fine) > 4.0
+    assert min(coarse) > 4.0

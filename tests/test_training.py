@@ -131,7 +131,7 @@ def test_graphics_negatives_are_a_calibration_group_of_their_own():
     graphics["meta"] = np.array([json.dumps({"global_edit": ""})] * len(idx))
     lare_graphics = lare[idx]
     assert (detector_outputs(model, graphics, lare_graphics)[:100] >= photo_threshold).mean() > 0.1
-    calibrate_detector(model, val, lare, graphics, lare_graphics)
+    calibrate_detector(model, val, lare, {"graphics": (graphics, lare_graphics)})
     t = model.config.threshold
     assert t > photo_threshold
     assert (detector_outputs(model, graphics, lare_graphics)[:100] >= t).mean() <= 0.05
@@ -214,14 +214,22 @@ def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle):
         "--photos", str(photos), "--out", str(out), "--work-dir", str(work), "--results", str(tmp_path / "res"),
         "--train-samples", "32", "--val-samples", "16", "--denoiser-steps", "2", "--detector-steps", "2",
         "--localizer-steps", "2", "--eval-every", "2", "--batch", "8",
+        "--graphics-samples", "8", "--graphics-val-samples", "4", "--grain-samples", "8", "--grain-val-samples", "4",
     ])
     analyzer = InpaintingAnalyzer.load(out, bundle.vae, vae_fingerprint=bundle.transform.config.vae_fingerprint)
     assert analyzer.detector.config.training["photos"] == {"source": str(photos.resolve()), "train": n_train,
                                                             "val": n_val}
     # Cached under a name of their own: the VAE fingerprint plus a digest of the photos.
     tag = f"{bundle.transform.config.vae_fingerprint[:8]}-{photo_set_digest(train_photos + val_photos)}"
-    assert sorted(p.name for p in work.iterdir()) == [f"denoiser-{tag}.safetensors", f"train-{tag}-32-s0.npz",
-                                                      f"val-{tag}-16.npz"]
+    assert sorted(p.name for p in work.iterdir()) == [
+        f"denoiser-{tag}.safetensors", f"grain-train-{tag}-8-s8.npz", f"grain-val-{tag}-4-s9.npz",
+        f"graphics-train-{tag}-8-s5.npz", f"graphics-val-{tag}-4-s6.npz", f"train-{tag}-32-s0.npz",
+        f"val-{tag}-16.npz"]
+    # Each procedural scene set gives its share of every batch and is a calibration group of its own.
+    training = analyzer.detector.config.training
+    assert (training["graphics_per_batch"], training["grain_per_batch"]) == (2, 2)
+    assert set(analyzer.detector.config.calibration["val_fpr"]) == {"pristine", "globally edited", "graphics",
+                                                                     "grain"}
     image = procedural_image(77, size=200)
     result = analyzer.analyze([image], localize=True)[0]
     assert 0.0 <= result.probability <= 1.0 and result.mask.shape == (200, 200)

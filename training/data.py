@@ -11,7 +11,10 @@ Sources, in the order they are listed:
   JPEG XL, decoded by ``pillow-jxl-plugin``). They are listed last, so the
   first set keeps its photos, their order and their splits;
 * ``procedural_image(seed)``: deterministic synthetic scenes (shapes, gradients,
-  textures) for as many extra distinct images as a job needs.
+  textures) for as many extra distinct images as a job needs;
+* ``grainy_image(seed)``: deterministic grain-heavy fields (fractal relief, soft
+  blobs and rings, fine grain), the look of micrographs, lunar and other
+  textured surfaces that the photos above have few of.
 
 Other image packages on the registries are reserved for independent evaluation
 and are deliberately not listed here.
@@ -201,6 +204,65 @@ def procedural_image(seed: int, size: int = 384) -> Image.Image:
     if rng.random() < 0.5:
         im = im.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.5))))
     return im
+
+
+def _octave_noise(rng: np.random.Generator, size: int, scales: list[int], beta: float) -> np.ndarray:
+    """Zero-mean noise with structure at each of ``scales`` px (amplitude ~ scale ** beta), unit std."""
+    out = np.zeros((size, size), np.float32)
+    for s in scales:
+        cells = max(2, size // s)
+        layer = rng.normal(0, 1, (cells, cells)).astype(np.float32)
+        out += np.asarray(Image.fromarray(layer).resize((size, size), Image.Resampling.BICUBIC)) * s ** beta
+    return (out - out.mean()) / (out.std() + 1e-6)
+
+
+def grainy_image(seed: int, size: int = 384) -> Image.Image:
+    """A deterministic grain-heavy field: fractal relief, soft blobs or rings, fine grain.
+
+    Photos of grainy content (micrographs, the moon, grass) are rare among the
+    allowed photos, and a detector trained on them learns "a soft region among
+    grain is painted". These fields put that look among the negatives (and, with
+    a fill, among the positives) without borrowing any evaluation image: relief
+    at several scales, sometimes lit from one side (craters, terrain), soft
+    blobs or ring-shaped cells, then per-pixel grain a JPEG at 75-95 keeps,
+    in grey or one tint."""
+    rng = np.random.default_rng(seed)
+    relief = _octave_noise(rng, size, [4, 8, 16, 32, 64, 128], float(rng.uniform(0.3, 1.3)))
+    if rng.random() < 0.4:  # lit relief: brightness from the slope toward a light
+        gy, gx = np.gradient(relief * rng.uniform(2, 6))
+        angle = rng.uniform(0, 2 * np.pi)
+        relief = 0.5 * relief + np.cos(angle) * gx + np.sin(angle) * gy
+    field = relief * rng.uniform(4, 45)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    for _ in range(int(rng.integers(0, 30))):  # cells / craters / pebbles
+        cx, cy = rng.uniform(0, size, 2)
+        radius = rng.uniform(4, size / 8)
+        r = np.hypot(xx - cx, yy - cy) / radius
+        shape = rng.random()
+        if shape < 0.3:  # a ring (a cell's membrane, a crater's rim)
+            profile = np.exp(-(r - 1) ** 2 * 8)
+        elif shape < 0.6:  # a disc with a defined edge and a faint halo of the other sign
+            edge = np.minimum((r - 1) * rng.uniform(6, 20), 50)  # capped: no overflow far outside
+            profile = 1 / (1 + np.exp(edge)) - 0.3 * np.exp(-(r - 1.3) ** 2 * 10)
+        else:  # a soft blob
+            profile = np.exp(-r ** 2 * 2)
+        field += profile * rng.uniform(-40, 40)
+    grain = rng.normal(0, 1, (size, size)).astype(np.float32)
+    sharpness = rng.uniform(0.0, 1.2)
+    if sharpness > 0.3:  # grain a pixel or two across, as sensors and film have
+        offsets = np.arange(-3, 4)
+        weights = np.exp(-offsets ** 2 / (2 * sharpness ** 2))
+        for axis in (0, 1):  # a separable Gaussian blur, wrapping around (the grain has no edges)
+            grain = sum(w * np.roll(grain, int(k), axis) for k, w in zip(offsets, weights / weights.sum()))
+        grain /= grain.std() + 1e-6
+    field += grain * rng.uniform(1, 16)  # from barely there to heavy
+    level = rng.uniform(60, 190)
+    if rng.random() < 0.5:
+        tint = np.ones(3, np.float32)
+    else:
+        tint = rng.uniform(0.5, 1.3, 3).astype(np.float32)
+    rgb = (level + field)[..., None] * tint[None, None] + rng.normal(0, 3, (size, size, 3))
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
 
 
 def random_crop(im: Image.Image, rng: np.random.Generator, out: int,
