@@ -217,15 +217,15 @@ def _octave_noise(rng: np.random.Generator, size: int, scales: list[int], beta: 
 
 
 def grainy_image(seed: int, size: int = 384) -> Image.Image:
-    """A deterministic grain-heavy field: fractal relief, soft blobs or rings, fine grain.
+    """A deterministic grain-heavy field: fractal relief, cells and craters, fine grain.
 
     Photos of grainy content (micrographs, the moon, grass) are rare among the
-    allowed photos, and a detector trained on them learns "a soft region among
-    grain is painted". These fields put that look among the negatives (and, with
-    a fill, among the positives) without borrowing any evaluation image: relief
-    at several scales, sometimes lit from one side (craters, terrain), soft
-    blobs or ring-shaped cells, then per-pixel grain a JPEG at 75-95 keeps,
-    in grey or one tint."""
+    allowed photos, and a detector fine-tuned on more latent-fill samples of them
+    learned "a soft region among grain is painted". These fields put that look
+    among the negatives (and, with a fill, among the positives) without borrowing
+    any evaluation image: relief at several scales, sometimes lit from one side
+    (craters, terrain), rings, discs or soft blobs, then per-pixel grain from
+    faint to heavy that a JPEG at 75-95 keeps, in grey or one tint."""
     rng = np.random.default_rng(seed)
     relief = _octave_noise(rng, size, [4, 8, 16, 32, 64, 128], float(rng.uniform(0.3, 1.3)))
     if rng.random() < 0.4:  # lit relief: brightness from the slope toward a light
