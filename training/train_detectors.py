@@ -69,7 +69,9 @@ import argparse
 import io
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -116,12 +118,27 @@ GEOMETRIC = {"crop_resize"}
 #: First ``procedural_image`` seeds of the graphics train and val scenes (the
 #: benchmark's graphics group starts at ``bench.inpainting.GRAPHICS_SEED``, 900,000).
 GRAPHICS_TRAIN_SEED, GRAPHICS_VAL_SEED = 700_000, 800_000
-#: Procedural scene sets that a share of every detector batch can come from, each also a
-#: calibration group: name -> (scene generator, first train seed, first val seed, offset
-#: of the sample seed from ``--seed`` for train; val uses the next one).
+
+
+class SceneSet(NamedTuple):
+    """A procedural scene set: a share of every detector batch and a calibration group of its
+    own. Its options are ``--<name>-samples``, ``--<name>-val-samples`` and ``--<name>-share``."""
+    make_scene: Callable[[int], Image.Image]
+    #: Sample seed of the train set, as an offset from ``--seed``; the val set uses the next one.
+    seed_offset: int
+    #: Default share of each detector batch.
+    share: float
+    #: What ``--<name>-samples`` adds (its help text).
+    about: str
+    first_train_scene: int = GRAPHICS_TRAIN_SEED
+    first_val_scene: int = GRAPHICS_VAL_SEED
+
+
 SCENE_SETS = {
-    "graphics": (procedural_image, GRAPHICS_TRAIN_SEED, GRAPHICS_VAL_SEED, 5),
-    "grain": (grainy_image, GRAPHICS_TRAIN_SEED, GRAPHICS_VAL_SEED, 8),
+    "graphics": SceneSet(procedural_image, 5, 0.25,
+                         "procedural-scene samples mixed into detector batches (0 = photos only)"),
+    "grain": SceneSet(grainy_image, 8, 0.2, "grain-heavy procedural samples (training.data.grainy_image) mixed "
+                                            "into detector batches (0 = none)"),
 }
 
 
@@ -569,17 +586,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--init-localizer", type=Path, default=None,
                    help="a localizer.safetensors to fine-tune instead of training a new one")
     p.add_argument("--localizer-lr", type=float, default=0.0, help="peak localizer LR (0 = --lr)")
-    p.add_argument("--graphics-samples", type=int, default=0,
-                   help="procedural-scene samples mixed into detector batches (0 = photos only)")
-    p.add_argument("--graphics-val-samples", type=int, default=300)
-    p.add_argument("--graphics-share", type=float, default=0.25,
-                   help="share of each detector batch drawn from the graphics samples")
-    p.add_argument("--grain-samples", type=int, default=0,
-                   help="grain-heavy procedural samples (training.data.grainy_image) mixed into detector "
-                        "batches (0 = none)")
-    p.add_argument("--grain-val-samples", type=int, default=300)
-    p.add_argument("--grain-share", type=float, default=0.2,
-                   help="share of each detector batch drawn from the grain samples")
+    for name, scene_set in SCENE_SETS.items():
+        p.add_argument(f"--{name}-samples", type=int, default=0, help=scene_set.about)
+        p.add_argument(f"--{name}-val-samples", type=int, default=300)
+        p.add_argument(f"--{name}-share", type=float, default=scene_set.share,
+                       help=f"share of each detector batch drawn from the {name} samples")
     p.add_argument("--fills", default=",".join(SEEN_FILLS),
                    help="comma-separated fills the samples use, some of the seen fills (default: all; the "
                         "shipped models' first two runs: all but latent, see the Makefile)")
@@ -633,19 +644,21 @@ def main(argv: list[str] | None = None) -> None:
         return np.concatenate(out)
 
     lare_train, lare_val = lare_of(train), lare_of(val)
-    def scene_set(name: str, split: str, n: int):
-        make_scene, train_scene, val_scene, seed_offset = SCENE_SETS[name]
-        first_scene = train_scene if split == "train" else val_scene
-        seed = args.seed + seed_offset + (split != "train")
+
+    def scene_samples(name: str, split: str, n: int):
+        spec = SCENE_SETS[name]
+        first_scene = spec.first_train_scene if split == "train" else spec.first_val_scene
+        seed = args.seed + spec.seed_offset + (split != "train")
         data = load_or_build(args.work_dir / f"{name}-{split}-{sample_tag}-{n}-s{seed}.npz", lambda: featurize(
-            vae, generate(scenes(make_scene, first_scene, n), n, seed, desc=f"{name} {split} samples", **common), n))
+            vae, generate(scenes(spec.make_scene, first_scene, n), n, seed, desc=f"{name} {split} samples",
+                          **common), n))
         return data, lare_of(data)
 
     scene_train, scene_val = {}, {}
     for name in SCENE_SETS:
         if getattr(args, f"{name}_samples"):
-            scene_train[name] = scene_set(name, "train", getattr(args, f"{name}_samples"))
-            scene_val[name] = scene_set(name, "val", getattr(args, f"{name}_val_samples"))
+            scene_train[name] = scene_samples(name, "train", getattr(args, f"{name}_samples"))
+            scene_val[name] = scene_samples(name, "val", getattr(args, f"{name}_val_samples"))
     detector = train_detector(train, val, lare_train, lare_val, args, args.results, fingerprint, scene_train,
                               denoiser.config.source if isinstance(denoiser, UNetLare) else "")
     detector.config.training["photos"] = {"source": photo_source, "train": len(train_photos),
