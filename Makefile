@@ -39,7 +39,7 @@ train-vae: fetch-data
 train-transform: fetch-data
 	$(BIN)/origin-id train-transform --origins 2000
 
-## Inpainting denoiser + detector + localizer (about four hours on 2 cores): a photo stage and a
+## Inpainting denoiser + detector + localizer (about four and a half hours on 2 cores): a photo stage and a
 ## graphics fine-tune with the three classical fills, then a fine-tune that adds the latent fill
 ## (diffusion-style) and the localizer trained on that detector, then a fine-tune of both with
 ## grain-heavy procedural fields in every batch (without them, latent-fill samples teach "a soft

@@ -192,7 +192,7 @@ def test_training_samples_come_from_cached_chunks_with_their_own_seeds(tmp_path)
     assert all(np.array_equal(data[k], again[k]) for k in data)
 
 
-def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle):
+def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle, capsys):
     """``--photos DIR``: the directory's train and val splits feed training and calibration,
     its samples are cached under a name of their own, and the result serves."""
     from detectors.analyzer import InpaintingAnalyzer
@@ -246,3 +246,9 @@ def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle):
     with pytest.raises(SystemExit, match="2 usable photos split into 2 train and 0 val"):
         train_detectors.main(["--photos", str(too_few), "--work-dir", str(work), "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
+    # Scene sets in the localizer's batches need scene samples: refused before any work.
+    with pytest.raises(SystemExit):
+        train_detectors.main(["--photos", str(photos), "--work-dir", str(tmp_path / "w2"), "--out",
+                              str(tmp_path / "y"), "--localizer-scenes"])
+    assert "--localizer-scenes needs scene samples" in capsys.readouterr().err
+    assert not (tmp_path / "w2").exists() and not (tmp_path / "y").exists()

@@ -376,6 +376,16 @@ def initial_detector(args, fingerprint: str, lare_source: str = "") -> det.Inpai
     return model.requires_grad_(True)
 
 
+def batch_shares(args, scene_sets) -> tuple[int, dict[str, int]]:
+    """(photo samples, {scene set: samples}) of one ``args.batch`` batch: each named scene
+    set takes ``round(batch * share)`` (share: ``args.<name>_share``), photos the rest."""
+    per_batch = {name: round(args.batch * getattr(args, f"{name}_share")) for name in scene_sets}
+    n_photos = args.batch - sum(per_batch.values())
+    if n_photos < 1:
+        raise ValueError(f"scene sets take {sum(per_batch.values())} of a batch of {args.batch}")
+    return n_photos, per_batch
+
+
 def train_detector(train, val, lare_train, lare_val, args, results: Path, fingerprint: str,
                    scene_sets: dict | None = None, lare_source: str = ""):
     """The detector network, the checkpoint with the best val AUC; ``main`` then fits the
@@ -395,10 +405,7 @@ def train_detector(train, val, lare_train, lare_val, args, results: Path, finger
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr_max, total_steps=args.detector_steps,
                                                 pct_start=0.05)
     rng = np.random.default_rng(args.seed)
-    per_batch = {name: round(args.batch * getattr(args, f"{name}_share")) for name in scene_sets or {}}
-    n_photos = args.batch - sum(per_batch.values())
-    if n_photos < 1:
-        raise ValueError(f"scene sets take {sum(per_batch.values())} of a batch of {args.batch}")
+    n_photos, per_batch = batch_shares(args, scene_sets or {})
     history, best = [], (-1.0, None)
     # A fine-tune of a detector with a copy-move weight evaluates the fused verdict; the
     # search's scores do not change with the network, so they are computed once.
@@ -503,10 +510,8 @@ def train_localizer(cond: np.ndarray, train, args, results: Path,
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr_max, total_steps=args.localizer_steps,
                                                 pct_start=0.05)
     sources = {"photos": (cond, train), **(scene_sets or {})}
-    per_batch = {name: round(args.batch * getattr(args, f"{name}_share")) for name in scene_sets or {}}
-    per_batch = {"photos": args.batch - sum(per_batch.values()), **per_batch}
-    if per_batch["photos"] < 1:
-        raise ValueError(f"scene sets take {args.batch - per_batch['photos']} of a batch of {args.batch}")
+    n_photos, per_batch = batch_shares(args, scene_sets or {})
+    per_batch = {"photos": n_photos, **per_batch}
     masks, pos, neg = {}, {}, {}
     for name, (_, data) in sources.items():
         masks[name] = (F.avg_pool2d(torch.from_numpy(data["mask"]).float()[:, None], 4) >= 0.5).float()
@@ -611,7 +616,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument(f"--{name}-samples", type=int, default=0, help=scene_set.about)
         p.add_argument(f"--{name}-val-samples", type=int, default=300)
         p.add_argument(f"--{name}-share", type=float, default=scene_set.share,
-                       help=f"share of each detector batch drawn from the {name} samples")
+                       help=f"share of each detector batch (and localizer batch, with --localizer-scenes) "
+                            f"drawn from the {name} samples")
     p.add_argument("--localizer-scenes", action="store_true",
                    help="mix the scene sets into localizer batches too, at the same shares")
     p.add_argument("--fills", default=",".join(SEEN_FILLS),
@@ -621,6 +627,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = p.parse_args(argv)
+    if args.localizer_scenes and not any(getattr(args, f"{name}_samples") for name in SCENE_SETS):
+        p.error("--localizer-scenes needs scene samples: " + " or ".join(f"--{n}-samples" for n in SCENE_SETS))
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
