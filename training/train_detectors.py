@@ -509,9 +509,10 @@ def train_localizer(cond: np.ndarray, train, args, results: Path,
     opt = torch.optim.AdamW(model.parameters(), lr=lr_max, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr_max, total_steps=args.localizer_steps,
                                                 pct_start=0.05)
-    sources = {"photos": (cond, train), **(scene_sets or {})}
-    n_photos, per_batch = batch_shares(args, scene_sets or {})
-    per_batch = {"photos": n_photos, **per_batch}
+    scene_sets = scene_sets or {}
+    sources = {"photos": (cond, train), **scene_sets}
+    n_photos, per_batch = batch_shares(args, scene_sets)
+    counts = {"photos": n_photos, **per_batch}
     masks, pos, neg = {}, {}, {}
     for name, (_, data) in sources.items():
         masks[name] = (F.avg_pool2d(torch.from_numpy(data["mask"]).float()[:, None], 4) >= 0.5).float()
@@ -523,7 +524,7 @@ def train_localizer(cond: np.ndarray, train, args, results: Path,
     model.train()
     for step in tqdm(range(args.localizer_steps), desc="localizer", unit="step", dynamic_ncols=True):
         parts = []
-        for name, n in per_batch.items():
+        for name, n in counts.items():
             # Mostly inpainted examples; some clean ones so "nothing here" is a possible answer.
             idx = np.where(rng.random(n) < 0.8, rng.choice(pos[name], n), rng.choice(neg[name], n))
             parts.append((torch.from_numpy(sources[name][0][idx].astype(np.float32)), masks[name][idx]))
@@ -536,8 +537,7 @@ def train_localizer(cond: np.ndarray, train, args, results: Path,
     plot_curve(history, results / "localizer_loss.png", "localizer loss", smooth=True)
     config.training = {"steps": args.localizer_steps, "batch": args.batch, "lr": lr_max}
     for name, n in per_batch.items():
-        if name != "photos":
-            config.training.update({f"{name}_samples": len(sources[name][1]["label"]), f"{name}_per_batch": n})
+        config.training.update({f"{name}_samples": len(scene_sets[name][1]["label"]), f"{name}_per_batch": n})
     if args.init_localizer:
         config.training["fine_tuned_from"] = previous
     return model.eval()
