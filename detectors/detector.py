@@ -6,10 +6,14 @@ The design follows the seeds at a size this CPU can train and serve:
   error** ``|x - D(E(x))|`` (End4: content the autoencoder reproduces badly or
   too well stands out) and the **LaRE map** of ``LatentDenoiser`` (LaRE^2);
 * a trace branch and an error branch, each a 4-level pyramid (1/2 .. 1/16).
-  The trace branch sees the high-pass residual, where fills leave their
-  traces, twice: as is and divided by the image's mean absolute residual, so
-  "smoother than the rest of this image" reads the same on a noisy photo and a
-  clean render. It gets no raw RGB: the first model, with colours, fitted its
+  The trace branch sees residual bands (``residual_bands``), where fills leave
+  their traces, each twice: as is and divided by the image's mean absolute
+  value of that band, so "smoother than the rest of this image" reads the same
+  on a noisy photo and a clean render. The shipped detector sees the fine band
+  (the 3x3 high-pass) only. A second band (3x3 mean minus 9x9 mean), for fills
+  that restore the grain over a structureless fill, can be added to a trained
+  detector with zero weights (``with_trace_bands``) and fine-tuned; measured
+  and not shipped (README). It gets no raw RGB: the first model, with colours, fitted its
   48 training photos (AUC 0.84 on them, 0.62 on validation photos); without
   them, with the evidence head below and crop training, 0.75 on validation
   at the same data and a similar budget;
@@ -31,7 +35,7 @@ localizer is conditioned on the fused features.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import torch
@@ -45,6 +49,10 @@ class DetectorConfig:
     image_widths: list[int] = field(default_factory=lambda: [16, 32, 64, 96])
     error_widths: list[int] = field(default_factory=lambda: [8, 16, 32, 32])
     lare_channels: int = 4
+    #: Residual bands the trace branch sees (``residual_bands``): 1 = the 3x3 high-pass only;
+    #: 2 adds the band between the 3x3 and 9x9 box means, where a fill that restores the
+    #: grain but not the structure under it still shows.
+    trace_bands: int = 1
     fused_width: int = 32
     #: Pixel errors are multiplied by this before the network (they are small numbers).
     error_gain: float = 4.0
@@ -75,6 +83,21 @@ def _stage(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def residual_bands(image: torch.Tensor, bands: int) -> torch.Tensor:
+    """The trace branch's input: ``bands`` residual bands of ``image`` (N,3,H,W), finest first
+    (the image minus its 3x3 box mean, then the 3x3 mean minus the 9x9 mean), each twice: as
+    is and divided by the image's mean absolute value of that band, so "smoother than the
+    rest of this image" reads the same on a noisy photo and a clean render. (N, 6*bands, H, W)."""
+    parts, previous = [], image
+    for k in range(bands):
+        size = 3 ** (k + 1)
+        mean = nn.functional.avg_pool2d(image, size, stride=1, padding=size // 2, count_include_pad=False)
+        band = previous - mean
+        parts += [band * 4, band / (band.abs().mean((1, 2, 3), keepdim=True) + 1e-3) * 0.25]
+        previous = mean
+    return torch.cat(parts, 1)
 
 
 class ErrorGuidedRefinement(nn.Module):
@@ -116,7 +139,8 @@ class InpaintingDetector(nn.Module):
         super().__init__()
         self.config = config
         iw, ew = config.image_widths, config.error_widths
-        self.image_stages = nn.ModuleList([_stage(6 if i == 0 else iw[i - 1], iw[i]) for i in range(len(iw))])
+        self.image_stages = nn.ModuleList([_stage(6 * config.trace_bands if i == 0 else iw[i - 1], iw[i])
+                                           for i in range(len(iw))])
         self.error_stages = nn.ModuleList([_stage(3 if i == 0 else ew[i - 1], ew[i]) for i in range(len(ew))])
         # The LaRE map lives at 1/8 (the latent grid): it joins the error branch there.
         self.lare_level = 2
@@ -130,9 +154,7 @@ class InpaintingDetector(nn.Module):
 
     def forward(self, image: torch.Tensor, pixel_error: torch.Tensor, lare: torch.Tensor) -> DetectorOutput:
         """image in [-1, 1] (N,3,H,W); pixel_error (N,3,H,W); lare (N,C,H/8,W/8). H, W: multiples of 16."""
-        high_pass = image - nn.functional.avg_pool2d(image, 3, stride=1, padding=1, count_include_pad=False)
-        relative = high_pass / (high_pass.abs().mean((1, 2, 3), keepdim=True) + 1e-3)
-        x = torch.cat([high_pass * 4, relative * 0.25], 1)
+        x = residual_bands(image, self.config.trace_bands)
         e = pixel_error * self.config.error_gain
         levels = []
         for i, (img_stage, err_stage, refine) in enumerate(zip(self.image_stages, self.error_stages,
@@ -152,6 +174,19 @@ class InpaintingDetector(nn.Module):
         evidence = torch.stack([flat.topk(max(1, flat.shape[1] // 50), 1).values.mean(1), flat.mean(1)], 1)
         pooled = torch.cat([fused.mean((2, 3)), fused.amax((2, 3)), levels[-1].mean((2, 3)), evidence], 1)
         return DetectorOutput(self.image_head(pooled).squeeze(1), mask_logit, fused)
+
+    def with_trace_bands(self, bands: int) -> InpaintingDetector:
+        """This detector widened to ``bands`` residual bands, computing the same function: the
+        new bands' input weights start at zero, so a fine-tune starts from where this one is."""
+        if bands < self.config.trace_bands:
+            raise ValueError(f"cannot narrow a detector of {self.config.trace_bands} trace bands to {bands}")
+        wider = InpaintingDetector(replace(self.config, trace_bands=bands))
+        state = self.state_dict()
+        first = "image_stages.0.0.weight"
+        weight = torch.zeros_like(wider.state_dict()[first])
+        weight[:, :state[first].shape[1]] = state[first]
+        wider.load_state_dict({**state, first: weight})
+        return wider
 
     def mirrored(self, image: torch.Tensor, pixel_error: torch.Tensor, lare: torch.Tensor) -> DetectorOutput:
         """The output for the query's mirror image; its maps stay in mirrored coordinates.

@@ -58,6 +58,33 @@ def test_models_round_trip_with_their_config(tmp_path, cls, config_cls, fmt, inp
         load_model(cls, config_cls, path, other)
 
 
+def test_a_widened_detector_computes_the_same_function():
+    torch.manual_seed(2)
+    model = det.InpaintingDetector(det.DetectorConfig()).eval()
+    wider = model.with_trace_bands(2).eval()
+    args = (torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64), torch.rand(2, 4, 8, 8))
+    with torch.no_grad():
+        a, b = model(*args), wider(*args)
+    assert wider.config.trace_bands == 2 and model.config.trace_bands == 1
+    assert torch.allclose(a.logit, b.logit, atol=1e-6) and torch.allclose(a.mask_logit, b.mask_logit, atol=1e-6)
+    with pytest.raises(ValueError, match="narrow"):
+        wider.with_trace_bands(1)
+
+
+def test_residual_bands_split_fine_grain_from_coarser_structure():
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    grain = ((xx + yy) % 2).float().expand(1, 3, 64, 64) * 0.2           # 1-px checkerboard
+    stripes = ((xx // 6) % 2).float().expand(1, 3, 64, 64) * 0.2         # 6-px stripes
+    flat = torch.full((1, 3, 64, 64), 0.3)
+    inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))  # away from the borders' partial means
+    assert det.residual_bands(flat, 2)[inner].abs().max() < 1e-3  # float rounding only
+    energy = {name: [float(b[inner].abs().mean()) for b in det.residual_bands(im, 2)[:, [0, 6]].split(1, 1)]
+              for name, im in (("grain", grain), ("stripes", stripes))}
+    assert energy["grain"][0] > 4 * energy["grain"][1]
+    assert energy["stripes"][1] > 2 * energy["stripes"][0]
+    assert torch.equal(det.residual_bands(grain, 2)[:, :6], det.residual_bands(grain, 1))
+
+
 def test_localizer_sampling_is_deterministic_per_seed():
     torch.manual_seed(1)
     model = loc.MaskDiffusionLocalizer(loc.LocalizerConfig()).eval()

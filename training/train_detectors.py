@@ -56,6 +56,8 @@ pristine crops of a grainy micrograph flagged, where the same fine-tune without
 the grain fields flags 15); then a last fine-tune of the localizer with the
 procedural scene sets in its batches too (``--localizer-scenes``; test pixel F1
 seen / unseen mask / unseen fill 0.640 / 0.577 / 0.492 -> 0.653 / 0.603 / 0.512).
+``--trace-bands 2`` widens a detector to a second residual band before its
+fine-tune (measured on the shipped models and not shipped: README).
 ``--init-localizer`` continues from a saved localizer
 instead (with ``--init-detector``: a fine-tune of both, e.g. on one's own
 photos with ``--photos``). Measured (``bench.inpainting``): the graphics
@@ -361,10 +363,14 @@ def train_denoiser(train, args, results: Path) -> den.LatentDenoiser:
 
 def initial_detector(args, fingerprint: str, lare_source: str = "") -> det.InpaintingDetector:
     """A new detector, or (``--init-detector``) a saved one to fine-tune; it must have been
-    trained on this VAE's errors and the same kind of LaRE maps."""
+    trained on this VAE's errors and the same kind of LaRE maps. ``--trace-bands`` sets a new
+    detector's residual bands, or widens a saved one's (``InpaintingDetector.with_trace_bands``)."""
     if not args.init_detector:
-        return det.InpaintingDetector(det.DetectorConfig(vae_fingerprint=fingerprint, lare_source=lare_source))
+        return det.InpaintingDetector(det.DetectorConfig(vae_fingerprint=fingerprint, lare_source=lare_source,
+                                                         trace_bands=args.trace_bands or 1))
     model = load_model(det.InpaintingDetector, det.DetectorConfig, args.init_detector, det.FORMAT)
+    if args.trace_bands and args.trace_bands != model.config.trace_bands:
+        model = model.with_trace_bands(args.trace_bands)
     if model.config.vae_fingerprint != fingerprint:
         raise ValueError(f"{args.init_detector} was trained on VAE {model.config.vae_fingerprint}, "
                          f"this VAE is {fingerprint}")
@@ -606,6 +612,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--localizer-steps", type=int, default=2500)
     p.add_argument("--batch", type=int, default=24)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--trace-bands", type=int, default=0,
+                   help="residual bands the detector's trace branch sees (0 = 1 for a new detector, "
+                        "the --init-detector's own otherwise; more widens it)")
     p.add_argument("--detector-lr", type=float, default=0.0, help="peak detector LR (0 = --lr)")
     p.add_argument("--init-detector", type=Path, default=None,
                    help="a detector.safetensors to fine-tune instead of training a new one")
