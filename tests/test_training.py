@@ -146,15 +146,22 @@ def test_fine_tuning_starts_from_a_detector_of_the_same_vae(tmp_path):
     saved = det.InpaintingDetector(det.DetectorConfig(vae_fingerprint="abc", threshold=0.7))
     path = tmp_path / "detector.safetensors"
     save_model(saved, path, det.FORMAT)
-    args = argparse.Namespace(init_detector=path)
+    args = argparse.Namespace(init_detector=path, trace_bands=0)
     model = initial_detector(args, "abc")
     assert model.config.threshold == 0.7
     assert all(p.requires_grad for p in model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values()))
     with pytest.raises(ValueError, match="trained on VAE abc"):
         initial_detector(args, "other")
-    fresh = initial_detector(argparse.Namespace(init_detector=None), "xyz")
-    assert fresh.config.vae_fingerprint == "xyz" and fresh.config.lare_source == ""
+    fresh = initial_detector(argparse.Namespace(init_detector=None, trace_bands=0), "xyz")
+    assert fresh.config.vae_fingerprint == "xyz" and fresh.config.lare_source == "" and fresh.config.trace_bands == 1
+    # --trace-bands widens the saved detector; the fine-tune starts from its function.
+    wider = initial_detector(argparse.Namespace(init_detector=path, trace_bands=2), "abc")
+    assert wider.config.trace_bands == 2 and wider.config.threshold == 0.7
+    assert all(p.requires_grad for p in wider.parameters())
+    inputs = (torch.rand(1, 3, 64, 64) * 2 - 1, torch.rand(1, 3, 64, 64), torch.rand(1, 4, 8, 8))
+    with torch.no_grad():
+        assert torch.allclose(wider.eval()(*inputs).logit, saved.eval()(*inputs).logit, atol=1e-6)
     # Nor across LaRE sources: maps of a pretrained UNet read differently from the denoiser's.
     with pytest.raises(ValueError, match="LaRE maps of the latent denoiser"):
         initial_detector(args, "abc", lare_source="stabilityai/stable-diffusion-2")
