@@ -137,6 +137,8 @@ class PyramidFusion(nn.Module):
 class InpaintingDetector(nn.Module):
     def __init__(self, config: DetectorConfig):
         super().__init__()
+        if config.trace_bands < 1:
+            raise ValueError(f"trace_bands must be at least 1, got {config.trace_bands}")
         self.config = config
         iw, ew = config.image_widths, config.error_widths
         self.image_stages = nn.ModuleList([_stage(6 * config.trace_bands if i == 0 else iw[i - 1], iw[i])

@@ -69,6 +69,8 @@ def test_a_widened_detector_computes_the_same_function():
     assert torch.allclose(a.logit, b.logit, atol=1e-6) and torch.allclose(a.mask_logit, b.mask_logit, atol=1e-6)
     with pytest.raises(ValueError, match="narrow"):
         wider.with_trace_bands(1)
+    with pytest.raises(ValueError, match="at least 1"):
+        det.InpaintingDetector(det.DetectorConfig(trace_bands=0))
 
 
 def test_residual_bands_split_fine_grain_from_coarser_structure():
