@@ -185,7 +185,7 @@ class InpaintingDetector(nn.Module):
         wider = InpaintingDetector(replace(self.config, trace_bands=bands))
         state = self.state_dict()
         first = "image_stages.0.0.weight"
-        weight = torch.zeros_like(wider.state_dict()[first])
+        weight = torch.zeros_like(wider.image_stages[0][0].weight)
         weight[:, :state[first].shape[1]] = state[first]
         wider.load_state_dict({**state, first: weight})
         return wider

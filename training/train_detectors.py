@@ -369,8 +369,6 @@ def initial_detector(args, fingerprint: str, lare_source: str = "") -> det.Inpai
         return det.InpaintingDetector(det.DetectorConfig(vae_fingerprint=fingerprint, lare_source=lare_source,
                                                          trace_bands=args.trace_bands or 1))
     model = load_model(det.InpaintingDetector, det.DetectorConfig, args.init_detector, det.FORMAT)
-    if args.trace_bands and args.trace_bands != model.config.trace_bands:
-        model = model.with_trace_bands(args.trace_bands)
     if model.config.vae_fingerprint != fingerprint:
         raise ValueError(f"{args.init_detector} was trained on VAE {model.config.vae_fingerprint}, "
                          f"this VAE is {fingerprint}")
@@ -379,6 +377,8 @@ def initial_detector(args, fingerprint: str, lare_source: str = "") -> det.Inpai
                          f"{model.config.lare_source or 'the latent denoiser'}, this run uses "
                          f"{lare_source or 'the latent denoiser'}")
     model.config.lare_source = lare_source
+    if args.trace_bands and args.trace_bands != model.config.trace_bands:
+        model = model.with_trace_bands(args.trace_bands)
     return model.requires_grad_(True)
 
 
