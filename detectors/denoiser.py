@@ -96,13 +96,15 @@ class LatentDenoiser(nn.Module):
     @torch.inference_mode()
     def lare(self, latents: torch.Tensor, seed: int = 0) -> torch.Tensor:
         """LaRE map (N, C, h, w): squared noise-prediction error at ``lare_timestep``,
-        averaged over ``lare_draws`` noise draws. Deterministic for a given seed."""
+        averaged over ``lare_draws`` noise draws. Deterministic for a given seed, and the
+        same for a latent alone or in any batch: every latent gets the draws a batch of one
+        gets (a row of the batch's own draws would tie its map to its place in the batch)."""
         cfg = self.config
         z0 = latents / cfg.latent_scale
         generator = torch.Generator(device=z0.device).manual_seed(seed)
         t = torch.full((len(z0),), cfg.lare_timestep, device=z0.device, dtype=torch.long)
         total = torch.zeros_like(z0)
         for _ in range(cfg.lare_draws):
-            noise = torch.randn(z0.shape, generator=generator, device=z0.device)
+            noise = torch.randn((1, *z0.shape[1:]), generator=generator, device=z0.device).expand_as(z0)
             total += (self(self.add_noise(z0, noise, t), t) - noise) ** 2
         return total / cfg.lare_draws

@@ -143,12 +143,14 @@ class UNetLare(nn.Module):
     def lare(self, latents: torch.Tensor, seed: int = 0) -> torch.Tensor:
         """Squared noise-prediction error at ``lare_timestep``, averaged over ``lare_draws``
         noise draws, float32. All draws go through the UNet as one batch. Deterministic for
-        a given seed."""
+        a given seed, and the same for a latent alone or in any batch (each latent gets a
+        batch of one's draws)."""
         cfg = self.config
         z0 = latents.float() * cfg.scaling_factor
         draws = cfg.lare_draws
         generator = torch.Generator(device=z0.device).manual_seed(seed)
-        noise = torch.randn((draws, *z0.shape), generator=generator, device=z0.device)
+        noise = torch.randn((draws, 1, *z0.shape[1:]), generator=generator,
+                            device=z0.device).expand(draws, *z0.shape)
         ab = self.alphas_cumprod[cfg.lare_timestep]
         a, s = ab.sqrt(), (1 - ab).sqrt()  # z_t = a z0 + s eps
         z_t = (a * z0 + s * noise).flatten(0, 1)

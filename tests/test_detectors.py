@@ -163,6 +163,23 @@ def test_verdict_mask_is_at_query_size_and_deterministic(analyzer, photos):
         assert first.area_fraction == pytest.approx(first.mask.mean())
 
 
+def test_a_verdict_does_not_depend_on_its_batch(analyzer, photos):
+    """Each query draws the LaRE and localizer noise a batch of one draws, so in a batch of
+    three each gets the probability and mask it gets alone (when each took its row of the
+    batch's draws, the second and third queries' verdicts moved with their place)."""
+    rng = np.random.default_rng(9)
+    queries = []
+    for i in range(3):
+        crop = random_crop(photos[i], rng, 256, min_frac=0.6)
+        fake = inpaint(crop, "ellipse", "telea", rng)
+        queries.append(_jpeg(finish(fake.image, fake.mask, rng)[0]))
+    batched = analyzer.analyze(queries, localize=True)
+    for query, together in zip(queries, batched):
+        alone = analyzer.analyze([query], localize=True)[0]
+        assert together.probability == pytest.approx(alone.probability, abs=1e-4)
+        assert (together.mask == alone.mask).mean() > 0.999
+
+
 def test_bundled_localizer_marks_the_painted_region(analyzer, photos):
     """Telea-painted rectangles and ellipses (seen types), localized as served: the query's
     and its mirror image's masks averaged. The bundled models score mean F1 0.83 here

@@ -69,7 +69,8 @@ def test_lare_is_the_noise_prediction_error_of_the_pipeline_unet(pipeline):
     # Reference, one draw at a time: each draw's noise (in the order drawn) against the
     # UNet's prediction for the latents noised with it, at t=200, squared and averaged.
     g = torch.Generator().manual_seed(3)
-    noise = torch.randn((lare.config.lare_draws, *latents.shape), generator=g)
+    # Each latent of the batch gets the draws a batch of one gets.
+    noise = torch.randn((lare.config.lare_draws, 1, *latents.shape[1:]), generator=g).expand(-1, *latents.shape)
     ab = scheduler.alphas_cumprod[200]
     t = torch.full((2,), 200)
     expected = torch.stack([
@@ -94,7 +95,8 @@ def test_a_v_prediction_unet_is_read_as_the_noise_it_implies(pipeline, tmp_path)
     assert lare.config.prediction_type == "v_prediction"
 
     latents = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(5)) * 5
-    noise = torch.randn((lare.config.lare_draws, *latents.shape), generator=torch.Generator().manual_seed(0))
+    noise = torch.randn((lare.config.lare_draws, 1, *latents.shape[1:]),
+                        generator=torch.Generator().manual_seed(0)).expand(-1, *latents.shape)
     ab = lare.alphas_cumprod[200]
     a, s = ab.sqrt(), (1 - ab).sqrt()
     t, context = torch.full((2,), 200), lare.context.expand(2, -1, -1)
