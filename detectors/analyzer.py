@@ -192,7 +192,8 @@ class InpaintingAnalyzer:
             if self.detector.config.copy_move_weight:
                 with torch.autocast(self.device.type, enabled=False):  # a float32 search either way
                     copy_move = torch.tensor([e.score for e in self.copy_move(x)], device=self.device)
-            probs = torch.sigmoid(self.detector.verdict_logit(out, mirrored, copy_move)).float().cpu().numpy()
+            scaled = self.detector.scale_logits(x, pixel_error, lare)
+            probs = torch.sigmoid(self.detector.verdict_logit(out, mirrored, copy_move, scaled)).float().cpu().numpy()
             todo = [i for i, p in enumerate(probs)
                     if localize or (localize is None and p >= self.localize_threshold)]
             maps = {}

@@ -73,6 +73,29 @@ def test_a_widened_detector_computes_the_same_function():
         det.InpaintingDetector(det.DetectorConfig(trace_bands=0))
 
 
+def test_the_scale_view_joins_the_verdict_as_two_more_views():
+    """With ``scale_view`` the verdict averages four logits: the view, its mirror, and the
+    view taken down to ``scale_view`` px (image and pixel error by area) and its mirror."""
+    torch.manual_seed(3)
+    model = det.InpaintingDetector(det.DetectorConfig()).eval()
+    scaled = model.with_scale_view(32).eval()
+    x, err, lare = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64), torch.rand(2, 4, 8, 8)
+    with torch.no_grad():
+        out, mirrored = model(x, err, lare), model.mirrored(x, err, lare)
+        assert model.scale_logits(x, err, lare) is None
+        plain = model.verdict_logit(out, mirrored, None, None)
+        assert torch.equal(plain, (out.logit + mirrored.logit) / 2)
+        views = scaled.scale_logits(x, err, lare)
+        small, small_err = (torch.nn.functional.avg_pool2d(t, 2) for t in (x, err))
+        assert views.shape == (2, 2)
+        assert torch.allclose(views[:, 0], model(small, small_err, lare).logit, atol=1e-5)
+        assert torch.allclose(views[:, 1], model(small.flip(-1), small_err.flip(-1), lare.flip(-1)).logit, atol=1e-5)
+        four = scaled.verdict_logit(out, mirrored, None, views)
+        assert torch.allclose(four, (2 * plain + views.sum(1)) / 4, atol=1e-6)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        det.InpaintingDetector(det.DetectorConfig(scale_view=40))
+
+
 def test_residual_bands_split_fine_grain_from_coarser_structure():
     yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
     grain = ((xx + yy) % 2).float().expand(1, 3, 64, 64) * 0.2           # 1-px checkerboard

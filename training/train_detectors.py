@@ -57,7 +57,9 @@ the grain fields flags 15); then a last fine-tune of the localizer with the
 procedural scene sets in its batches too (``--localizer-scenes``; test pixel F1
 seen / unseen mask / unseen fill 0.640 / 0.577 / 0.492 -> 0.653 / 0.603 / 0.512).
 ``--trace-bands 2`` widens a detector to a second residual band before its
-fine-tune (measured on the shipped models and not shipped: README).
+fine-tune, and ``--scale-view 192`` has its verdict also read a 192 px view (with
+``--detector-steps 0``: refit and recalibrated only); both measured on the shipped
+models and not shipped (README).
 ``--init-localizer`` continues from a saved localizer
 instead (with ``--init-detector``: a fine-tune of both, e.g. on one's own
 photos with ``--photos``). Measured (``bench.inpainting``): the graphics
@@ -277,9 +279,9 @@ def copy_move_scores(data) -> np.ndarray:
 
 @torch.inference_mode()
 def detector_outputs(model: det.InpaintingDetector, data, lare, copy_move: np.ndarray | None = None) -> np.ndarray:
-    """The probability the service serves (``verdict_logit``: query and mirror averaged, plus
-    the copy-move term when the model has a weight for it) per sample. ``copy_move``: the
-    samples' ``copy_move_scores``, if already at hand."""
+    """The probability the service serves (``verdict_logit``: query and mirror averaged, with
+    the reduced view's when the model has one, plus the copy-move term when it has a weight
+    for it) per sample. ``copy_move``: the samples' ``copy_move_scores``, if already at hand."""
     model.eval()
     if model.config.copy_move_weight and copy_move is None:
         copy_move = copy_move_scores(data)
@@ -287,7 +289,8 @@ def detector_outputs(model: det.InpaintingDetector, data, lare, copy_move: np.nd
     for idx in batches(data):
         x, err, lr, _, _ = batch_tensors(data, idx, lare)
         cm = torch.from_numpy(copy_move[idx]) if copy_move is not None else None
-        probs.append(torch.sigmoid(model.verdict_logit(model(x, err, lr), model.mirrored(x, err, lr), cm)).numpy())
+        logit = model.verdict_logit(model(x, err, lr), model.mirrored(x, err, lr), cm, model.scale_logits(x, err, lr))
+        probs.append(torch.sigmoid(logit).numpy())
     return np.concatenate(probs)
 
 
@@ -364,10 +367,12 @@ def train_denoiser(train, args, results: Path) -> den.LatentDenoiser:
 def initial_detector(args, fingerprint: str, lare_source: str = "") -> det.InpaintingDetector:
     """A new detector, or (``--init-detector``) a saved one to fine-tune; it must have been
     trained on this VAE's errors and the same kind of LaRE maps. ``--trace-bands`` sets a new
-    detector's residual bands, or widens a saved one's (``InpaintingDetector.with_trace_bands``)."""
+    detector's residual bands, or widens a saved one's (``InpaintingDetector.with_trace_bands``);
+    ``--scale-view`` sets the reduced view its verdict reads (``InpaintingDetector.scale_logits``)."""
     if not args.init_detector:
         return det.InpaintingDetector(det.DetectorConfig(vae_fingerprint=fingerprint, lare_source=lare_source,
-                                                         trace_bands=args.trace_bands or 1))
+                                                         trace_bands=args.trace_bands or 1,
+                                                         scale_view=args.scale_view or 0))
     model = load_model(det.InpaintingDetector, det.DetectorConfig, args.init_detector, det.FORMAT)
     if model.config.vae_fingerprint != fingerprint:
         raise ValueError(f"{args.init_detector} was trained on VAE {model.config.vae_fingerprint}, "
@@ -379,6 +384,8 @@ def initial_detector(args, fingerprint: str, lare_source: str = "") -> det.Inpai
     model.config.lare_source = lare_source
     if args.trace_bands and args.trace_bands != model.config.trace_bands:
         model = model.with_trace_bands(args.trace_bands)
+    if args.scale_view is not None and args.scale_view != model.config.scale_view:
+        model = model.with_scale_view(args.scale_view)
     return model.requires_grad_(True)
 
 
@@ -615,6 +622,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--trace-bands", type=int, default=0,
                    help="residual bands the detector's trace branch sees (0 = 1 for a new detector, "
                         "the --init-detector's own otherwise; more widens it)")
+    p.add_argument("--scale-view", type=int, default=None,
+                   help="side (px) of the reduced view the verdict also reads, with its mirror "
+                        "(0 = none; default: the --init-detector's own, none for a new detector)")
     p.add_argument("--detector-lr", type=float, default=0.0, help="peak detector LR (0 = --lr)")
     p.add_argument("--init-detector", type=Path, default=None,
                    help="a detector.safetensors to fine-tune instead of training a new one")
