@@ -186,14 +186,12 @@ class InpaintingAnalyzer:
         with self.lock, torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                                        enabled=self.autocast_dtype is not None):
             pixel_error, lare = self.error_maps(x, latents)
-            out = self.detector(x, pixel_error, lare)
-            mirrored = self.detector.mirrored(x, pixel_error, lare)
             copy_move = None
             if self.detector.config.copy_move_weight:
                 with torch.autocast(self.device.type, enabled=False):  # a float32 search either way
                     copy_move = torch.tensor([e.score for e in self.copy_move(x)], device=self.device)
-            scaled = self.detector.scale_logits(x, pixel_error, lare)
-            probs = torch.sigmoid(self.detector.verdict_logit(out, mirrored, copy_move, scaled)).float().cpu().numpy()
+            logit, out, mirrored = self.detector.verdict(x, pixel_error, lare, copy_move)
+            probs = torch.sigmoid(logit).float().cpu().numpy()
             todo = [i for i, p in enumerate(probs)
                     if localize or (localize is None and p >= self.localize_threshold)]
             maps = {}

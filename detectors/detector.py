@@ -225,6 +225,15 @@ class InpaintingDetector(nn.Module):
         error = nn.functional.interpolate(pixel_error, size=(size, size), mode="area")
         return torch.stack([self(small, error, lare).logit, self.mirrored(small, error, lare).logit], 1)
 
+    def verdict(self, image: torch.Tensor, pixel_error: torch.Tensor, lare: torch.Tensor,
+                copy_move: torch.Tensor | None = None) -> tuple[torch.Tensor, DetectorOutput, DetectorOutput]:
+        """The served verdict logit (``verdict_logit`` over every view the config reads) with
+        the query's and its mirror's outputs, whose features the localizer is conditioned on.
+        The service and the calibration both call this, so they read the same views."""
+        out, mirrored = self(image, pixel_error, lare), self.mirrored(image, pixel_error, lare)
+        scaled = self.scale_logits(image, pixel_error, lare)
+        return self.verdict_logit(out, mirrored, copy_move, scaled), out, mirrored
+
     def verdict_logit(self, out: DetectorOutput, mirrored: DetectorOutput,
                       copy_move: torch.Tensor | None = None, scaled: torch.Tensor | None = None) -> torch.Tensor:
         """The image logit the service decides on: the query's and its mirror's averaged

@@ -289,8 +289,7 @@ def detector_outputs(model: det.InpaintingDetector, data, lare, copy_move: np.nd
     for idx in batches(data):
         x, err, lr, _, _ = batch_tensors(data, idx, lare)
         cm = torch.from_numpy(copy_move[idx]) if copy_move is not None else None
-        logit = model.verdict_logit(model(x, err, lr), model.mirrored(x, err, lr), cm, model.scale_logits(x, err, lr))
-        probs.append(torch.sigmoid(logit).numpy())
+        probs.append(torch.sigmoid(model.verdict(x, err, lr, cm)[0]).numpy())
     return np.concatenate(probs)
 
 
