@@ -8,10 +8,11 @@ Data flow for a query (the models on the bundle's device, on the compute thread 
    resize and the encoder run once per query for both jobs;
 2. pixel reconstruction error ``|x - D(z)|`` and the LaRE map of the latent
    denoiser (or of a pretrained diffusion UNet, ``detectors.unet_lare``);
-3. ``InpaintingDetector`` on the query and on its mirror image, and
-   ``CopyMoveSearch`` on the query -> probability (the two logits averaged, plus
-   the weighted copy-move score), compared with the calibrated threshold stored
-   in the detector's checkpoint;
+3. ``InpaintingDetector.verdict`` on the query and on its mirror image (one
+   batch; with the config's ``scale_view``, also on both taken down to that
+   size, off in the shipped detector), and ``CopyMoveSearch`` on the query ->
+   probability (the logits averaged, plus the weighted copy-move score),
+   compared with the calibrated threshold stored in the detector's checkpoint;
 4. when the probability is at least ``localize_threshold`` (the detector is not
    confident the image is clean), ``MaskDiffusionLocalizer`` samples the mask
    for both views in one batch (5 DDIM steps each, the 10 x0 predictions averaged, fixed

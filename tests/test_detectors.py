@@ -73,6 +73,25 @@ def test_a_widened_detector_computes_the_same_function():
         det.InpaintingDetector(det.DetectorConfig(trace_bands=0))
 
 
+def test_both_views_in_one_pass_are_the_query_and_its_mirror():
+    """``both_views`` batches the mirror with the query; each keeps its own output (the
+    mirror's maps in mirrored coordinates), and the verdict is built from them."""
+    torch.manual_seed(4)
+    model = det.InpaintingDetector(det.DetectorConfig()).eval()
+    x, err, lare = torch.rand(3, 3, 64, 64) * 2 - 1, torch.rand(3, 3, 64, 64), torch.rand(3, 4, 8, 8)
+    with torch.no_grad():
+        out, mirrored = model.both_views(x, err, lare)
+        alone, flipped = model(x, err, lare), model.mirrored(x, err, lare)
+        for a, b in ((out, alone), (mirrored, flipped)):
+            assert a.logit.shape == (3,) and a.features.shape == b.features.shape
+            for name in ("logit", "mask_logit", "features"):
+                assert torch.allclose(getattr(a, name), getattr(b, name), atol=1e-5)
+        assert not torch.allclose(out.mask_logit, mirrored.mask_logit, atol=1e-3)  # two different views
+        logit, verdict_out, _ = model.verdict(x, err, lare)
+        assert torch.allclose(logit, (alone.logit + flipped.logit) / 2, atol=1e-5)
+        assert torch.allclose(verdict_out.features, alone.features, atol=1e-5)
+
+
 def test_the_scale_view_joins_the_verdict_as_two_more_views():
     """With ``scale_view`` the verdict averages four logits: the view, its mirror, and the
     view taken down to ``scale_view`` px (image and pixel error by area) and its mirror."""

@@ -75,6 +75,31 @@ def test_detector_augmentation_moves_every_map_together_and_relabels_cut_regions
     assert 0 < sum(labels) < n  # some crops keep the square, some cut it out
 
 
+def test_scaled_batches_show_the_whole_view_taken_down_as_the_scale_view_reads_it():
+    """``scaled``: no crop; image, error and mask taken down to ``TRAIN_CROP`` by area (the
+    mask cut at half), the LaRE map whole, every map under the same dihedral transform."""
+    masks = np.zeros((1, 256, 256), bool)
+    masks[0, 8:72, 16:48] = True  # away from the centre and not symmetric: a transform moves it
+    x = np.where(masks[..., None], 255, 0).astype(np.uint8).repeat(3, -1)
+    data = {"x": x, "error": (masks[:, None] * np.ones((1, 3, 1, 1))).astype(np.float16), "mask": masks,
+            "label": np.ones(1, bool)}
+    lare = np.repeat(masks[:, None, ::8, ::8], 4, 1).astype(np.float16)
+    rng = np.random.default_rng(3)
+    seen = set()
+    for _ in range(16):
+        xi, err, lr, mask, y = batch_tensors(data, np.array([0]), lare, rng, scaled=True)
+        assert xi.shape[-2:] == err.shape[-2:] == mask.shape[-2:] == (TRAIN_CROP, TRAIN_CROP)
+        assert lr.shape[-2:] == (32, 32) and float(y) == 1.0
+        # The whole painted region survives, at (192/256)^2 of its area.
+        assert float(mask.sum()) == pytest.approx(64 * 32 * (TRAIN_CROP / 256) ** 2, rel=0.05)
+        assert torch.equal(mask[0, 0] > 0, xi[0, 0] > 0)
+        # The LaRE map stays aligned with the pixels: taken down to it, the mask is the map.
+        small = torch.nn.functional.interpolate(mask, size=(32, 32), mode="area")[0, 0] >= 0.5
+        assert torch.equal(small, lr[0, 0] > 0)
+        seen.add(tuple(map(int, mask[0, 0].nonzero()[0])))
+    assert len(seen) > 1  # the dihedral transforms still apply
+
+
 def _spread_detector_and_val(n: int = 300, seed: int = 0):
     """An untrained detector whose logits are centred and spread, and a val set of pristine,
     globally edited (a different residual scale, so their scores differ) and inpainted samples."""

@@ -57,9 +57,10 @@ the grain fields flags 15); then a last fine-tune of the localizer with the
 procedural scene sets in its batches too (``--localizer-scenes``; test pixel F1
 seen / unseen mask / unseen fill 0.640 / 0.577 / 0.492 -> 0.653 / 0.603 / 0.512).
 ``--trace-bands 2`` widens a detector to a second residual band before its
-fine-tune, and ``--scale-view 192`` has its verdict also read a 192 px view (with
-``--detector-steps 0``: refit and recalibrated only); both measured on the shipped
-models and not shipped (README).
+fine-tune, ``--scale-view 192`` has its verdict also read a 192 px view (with
+``--detector-steps 0``: refit and recalibrated only), and ``--scale-augment``
+shows a share of the batches whole views taken down to the crop size (the reduced
+view's input); all three measured on the shipped models and not shipped (README).
 ``--init-localizer`` continues from a saved localizer
 instead (with ``--init-detector``: a fine-tune of both, e.g. on one's own
 photos with ``--photos``). Measured (``bench.inpainting``): the graphics
@@ -234,9 +235,11 @@ TRAIN_CROP = 192
 
 
 def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, lare: np.ndarray,
-                  rng: np.random.Generator | None = None):
+                  rng: np.random.Generator | None = None, scaled: bool = False):
     """Tensors of samples ``idx``; with ``rng``, the same random dihedral transform and
-    ``TRAIN_CROP`` crop (aligned to the latent grid) for every map of a batch."""
+    ``TRAIN_CROP`` crop (aligned to the latent grid) for every map of a batch. ``scaled``:
+    the whole view taken down to ``TRAIN_CROP`` instead of a crop (image, pixel error and
+    mask by area, the LaRE map as it is), as ``InpaintingDetector.scale_logits`` reads it."""
     x = torch.from_numpy(data["x"][idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
     err = torch.from_numpy(data["error"][idx].astype(np.float32))
     lr = torch.from_numpy(lare[idx].astype(np.float32))
@@ -245,10 +248,14 @@ def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, lare: np.ndarray
     if rng is not None:
         k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
         x, err, lr, mask = (torch.rot90(t.flip(-1) if flip else t, k, (2, 3)) for t in (x, err, lr, mask))
-        cells = (x.shape[-1] - TRAIN_CROP) // 8
-        oy, ox = (int(v) for v in rng.integers(0, cells + 1, 2))
-        x, err, mask = (t[..., oy * 8:oy * 8 + TRAIN_CROP, ox * 8:ox * 8 + TRAIN_CROP] for t in (x, err, mask))
-        lr = lr[..., oy:oy + TRAIN_CROP // 8, ox:ox + TRAIN_CROP // 8]
+        if scaled:
+            x, err, mask = (F.interpolate(t, size=(TRAIN_CROP, TRAIN_CROP), mode="area") for t in (x, err, mask))
+            mask = (mask >= 0.5).float()
+        else:
+            cells = (x.shape[-1] - TRAIN_CROP) // 8
+            oy, ox = (int(v) for v in rng.integers(0, cells + 1, 2))
+            x, err, mask = (t[..., oy * 8:oy * 8 + TRAIN_CROP, ox * 8:ox * 8 + TRAIN_CROP] for t in (x, err, mask))
+            lr = lr[..., oy:oy + TRAIN_CROP // 8, ox:ox + TRAIN_CROP // 8]
         y = y * (mask.sum((1, 2, 3)) >= 16)  # the crop cut the painted region out: nothing painted left
     return x, err, lr, mask, y
 
@@ -425,10 +432,12 @@ def train_detector(train, val, lare_train, lare_val, args, results: Path, finger
     bar = tqdm(range(args.detector_steps), desc="detector", unit="step", dynamic_ncols=True)
     for step in bar:
         model.train()
-        parts = [batch_tensors(train, rng.integers(0, len(train["label"]), n_photos), lare_train, rng)]
+        # Drawn only when asked for, so runs without it keep their random stream.
+        scaled = bool(args.scale_augment and rng.random() < args.scale_augment)
+        parts = [batch_tensors(train, rng.integers(0, len(train["label"]), n_photos), lare_train, rng, scaled)]
         for name, n in per_batch.items():
             data, lare = scene_sets[name]
-            parts.append(batch_tensors(data, rng.integers(0, len(data["label"]), n), lare, rng))
+            parts.append(batch_tensors(data, rng.integers(0, len(data["label"]), n), lare, rng, scaled))
         x, err, lr, mask, y = (torch.cat(t) for t in zip(*parts))
         out = model(x, err, lr)
         mask64 = (F.avg_pool2d(mask, 4) >= 0.5).float()
@@ -450,6 +459,8 @@ def train_detector(train, val, lare_train, lare_val, args, results: Path, finger
     model.eval()
     config.training = {"steps": args.detector_steps, "batch": args.batch, "lr": lr_max,
                        "train_samples": len(train["label"]), "best_val_auc": round(best[0], 4)}
+    if args.scale_augment:
+        config.training["scale_augment"] = args.scale_augment
     for name, n in per_batch.items():
         config.training.update({f"{name}_samples": len(scene_sets[name][0]["label"]), f"{name}_per_batch": n})
     if args.init_detector:
@@ -624,6 +635,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale-view", type=int, default=None,
                    help="side (px) of the reduced view the verdict also reads, with its mirror "
                         "(0 = none; default: the --init-detector's own, none for a new detector)")
+    p.add_argument("--scale-augment", type=float, default=0.0,
+                   help="share of detector batches that show whole views taken down to the training crop's "
+                        "size instead of crops (the reduced view --scale-view reads)")
     p.add_argument("--detector-lr", type=float, default=0.0, help="peak detector LR (0 = --lr)")
     p.add_argument("--init-detector", type=Path, default=None,
                    help="a detector.safetensors to fine-tune instead of training a new one")
