@@ -198,7 +198,7 @@ class InpaintingDetector(nn.Module):
         weight = torch.zeros_like(wider.image_stages[0][0].weight)
         weight[:, :state[first].shape[1]] = state[first]
         wider.load_state_dict({**state, first: weight})
-        return wider
+        return wider.train(self.training)
 
     def with_scale_view(self, size: int) -> InpaintingDetector:
         """This detector with its verdict also reading a ``size`` px view (0 = none); the

@@ -127,6 +127,8 @@ class MaskDiffusionLocalizer(nn.Module):
         if noise is None:
             generator = torch.Generator(device=cond.device).manual_seed(seed)
             noise = torch.randn((1, 2, h, w), generator=generator, device=cond.device).expand(n, -1, -1, -1)
+        elif tuple(noise.shape) != (n, 2, h, w):
+            raise ValueError(f"noise must have shape {(n, 2, h, w)} for this condition, got {tuple(noise.shape)}")
         x = noise.contiguous()
         times = torch.linspace(self.config.train_timesteps - 1, 0, steps).round().long().tolist()
         total = torch.zeros((n, 1, h, w), device=cond.device)

@@ -61,7 +61,8 @@ def test_models_round_trip_with_their_config(tmp_path, cls, config_cls, fmt, inp
 def test_a_widened_detector_computes_the_same_function():
     torch.manual_seed(2)
     model = det.InpaintingDetector(det.DetectorConfig()).eval()
-    wider = model.with_trace_bands(2).eval()
+    wider = model.with_trace_bands(2)
+    assert not wider.training  # the caller's mode, as with_scale_view keeps it
     args = (torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64), torch.rand(2, 4, 8, 8))
     with torch.no_grad():
         a, b = model(*args), wider(*args)
@@ -136,6 +137,11 @@ def test_localizer_sampling_is_deterministic_per_seed():
     a, b, c = model.sample(cond, seed=3), model.sample(cond, seed=3), model.sample(cond, seed=4)
     assert a.shape == (1, 1, 16, 16) and float(a.min()) >= 0 and float(a.max()) <= 1
     assert torch.equal(a, b) and not torch.equal(a, c)
+    # A given start replaces the seed's draw, and one that does not fit the condition is refused.
+    start = torch.randn((1, 2, 16, 16), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(model.sample(cond, noise=start), a)
+    with pytest.raises(ValueError, match=r"noise must have shape \(1, 2, 16, 16\)"):
+        model.sample(cond, noise=torch.randn(1, 2, 8, 8))
 
 
 def test_mask_edges_are_the_boundary_band():

@@ -520,10 +520,11 @@ def initial_localizer(args, cond_channels: int) -> loc.MaskDiffusionLocalizer:
     return model.requires_grad_(True)
 
 
-def train_localizer(cond: np.ndarray, train, args, results: Path,
+def train_localizer(train, cond: np.ndarray, args, results: Path,
                     scene_sets: dict | None = None) -> loc.MaskDiffusionLocalizer:
-    """The localizer on the frozen detector's conditions ``cond`` of the ``train`` samples.
-    ``scene_sets``: name -> (conditions, samples) of procedural scene sets, each the source
+    """The localizer on the ``train`` samples' conditions ``cond`` from the frozen detector.
+    ``scene_sets``: name -> (samples, their conditions) of procedural scene sets (the order
+    of the detector's (samples, LaRE maps)), each the source
     of ``round(batch * share)`` samples of every batch, as in the detector's batches."""
     model = initial_localizer(args, cond.shape[1])
     config = model.config
@@ -533,11 +534,11 @@ def train_localizer(cond: np.ndarray, train, args, results: Path,
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr_max, total_steps=args.localizer_steps,
                                                 pct_start=0.05)
     scene_sets = scene_sets or {}
-    sources = {"photos": (cond, train), **scene_sets}
+    sources = {"photos": (train, cond), **scene_sets}
     n_photos, per_batch = batch_shares(args, scene_sets)
     counts = {"photos": n_photos, **per_batch}
     masks, pos, neg = {}, {}, {}
-    for name, (_, data) in sources.items():
+    for name, (data, _) in sources.items():
         masks[name] = (F.avg_pool2d(torch.from_numpy(data["mask"]).float()[:, None], 4) >= 0.5).float()
         labels = data["label"].astype(bool)
         pos[name], neg[name] = np.nonzero(labels)[0], np.nonzero(~labels)[0]
@@ -550,7 +551,7 @@ def train_localizer(cond: np.ndarray, train, args, results: Path,
         for name, n in counts.items():
             # Mostly inpainted examples; some clean ones so "nothing here" is a possible answer.
             idx = np.where(rng.random(n) < 0.8, rng.choice(pos[name], n), rng.choice(neg[name], n))
-            parts.append((torch.from_numpy(sources[name][0][idx].astype(np.float32)), masks[name][idx]))
+            parts.append((torch.from_numpy(sources[name][1][idx].astype(np.float32)), masks[name][idx]))
         c, m = (torch.cat(t) for t in zip(*parts))
         if rng.random() < 0.5:
             c, m = c.flip(-1), m.flip(-1)
@@ -560,7 +561,7 @@ def train_localizer(cond: np.ndarray, train, args, results: Path,
     plot_curve(history, results / "localizer_loss.png", "localizer loss", smooth=True)
     config.training = {"steps": args.localizer_steps, "batch": args.batch, "lr": lr_max}
     for name, n in per_batch.items():
-        config.training.update({f"{name}_samples": len(scene_sets[name][1]["label"]), f"{name}_per_batch": n})
+        config.training.update({f"{name}_samples": len(scene_sets[name][0]["label"]), f"{name}_per_batch": n})
     if args.init_localizer:
         config.training["fine_tuned_from"] = previous
     return model.eval()
@@ -737,9 +738,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"saved denoiser and detector (no localizer) to {args.out} in {(time.time() - started) / 60:.1f} min")
         return
     cond = localizer_conditions(detector, train, lare_train)
-    localizer_scenes = ({name: (localizer_conditions(detector, *scene_train[name]), scene_train[name][0])
+    localizer_scenes = ({name: (scene_train[name][0], localizer_conditions(detector, *scene_train[name]))
                          for name in scene_train} if args.localizer_scenes else None)
-    localizer = train_localizer(cond, train, args, args.results, localizer_scenes)
+    localizer = train_localizer(train, cond, args, args.results, localizer_scenes)
     calibrate_pixel_threshold(localizer, localizer_conditions(detector, val, lare_val),
                               localizer_conditions(detector, val, lare_val, mirrored=True), val)
     print("localizer calibration:", json.dumps(localizer.config.calibration))
