@@ -13,7 +13,7 @@ The design follows the seeds at a size this CPU can train and serve:
   (the 3x3 high-pass) only. A second band (3x3 mean minus 9x9 mean), for fills
   that restore the grain over a structureless fill, can be added to a trained
   detector with zero weights (``with_trace_bands``) and fine-tuned; measured
-  and not shipped (README). It gets no raw RGB: the first model, with colours, fitted its
+  and not shipped (docs/inpainting-history.md). It gets no raw RGB: the first model, with colours, fitted its
   48 training photos (AUC 0.84 on them, 0.62 on validation photos); without
   them, with the evidence head below and crop training, 0.75 on validation
   at the same data and a similar budget;

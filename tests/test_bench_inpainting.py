@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.inpainting import breakdown, build_groups, by_photo_set, per_photo
+from bench.inpainting import breakdown, build_groups, by_photo_set, per_photo, photo_bootstrap_auc, roc_auc
 from training.data import procedural_image
 
 
@@ -51,6 +51,28 @@ def test_groups_record_their_source_photo_and_breakdowns_follow_it():
     assert fpr["first set"]["fpr pristine"] == 1.0 and fpr["other releases"]["fpr pristine"] == 0.0
 
 
+def test_photo_bootstrap_spreads_with_how_much_the_photos_disagree():
+    rng = np.random.default_rng(0)
+    photo_pos, photo_neg = np.repeat(np.arange(10), 30), np.repeat(np.arange(10), 20)
+    neg = rng.normal(0, 1, len(photo_neg))
+    # Every photo alike: the positives of each are drawn from one shifted distribution.
+    alike = rng.normal(1, 1, len(photo_pos))
+    # Photos that disagree: half separate perfectly, half not at all.
+    split = np.where(photo_pos < 5, rng.normal(10, 1, len(photo_pos)), rng.normal(0, 1, len(photo_pos)))
+    for pos in (alike, split):
+        lo, hi = photo_bootstrap_auc(pos, photo_pos, neg, photo_neg, rounds=500)
+        assert lo < roc_auc(pos, neg) < hi
+    narrow = np.subtract(*photo_bootstrap_auc(alike, photo_pos, neg, photo_neg, rounds=500)[::-1])
+    wide = np.subtract(*photo_bootstrap_auc(split, photo_pos, neg, photo_neg, rounds=500)[::-1])
+    assert wide > 2 * narrow
+    # One round is the AUC of the drawn photos' samples, repeated as often as drawn: a draw
+    # of photo 0 only (a one-round bootstrap of a single photo) is photo 0's own AUC.
+    one = photo_bootstrap_auc(alike[:30], photo_pos[:30], neg[:20], photo_neg[:20], rounds=3)
+    assert one[0] == pytest.approx(roc_auc(alike[:30], neg[:20])) == pytest.approx(one[1])
+    # Ties count half, as in roc_auc.
+    assert photo_bootstrap_auc(np.zeros(4), np.arange(4), np.zeros(4), np.arange(4), rounds=50) == (0.5, 0.5)
+
+
 def test_benchmark_runs_on_a_directory_of_ones_own_photos(tmp_path):
     import json
 
@@ -91,6 +113,13 @@ def test_benchmark_runs_on_a_directory_of_ones_own_photos(tmp_path):
     assert report["test_photos"] == 3 and report["photo_source"] == f"{photos} (all photos)"
     assert {r["photo"] for r in report["photos"]} == {0, 1, 2}
     assert sum(r["inpainted"] for r in report["photos"]) == 12  # 3 inpainted groups x 4
+    for group in ("seen", "unseen mask", "unseen fill", "all inpainted"):
+        lo, hi = report["detection"][group]["auc_interval"]
+        assert lo <= report["detection"][group]["auc"] <= hi
+    scores = report["scores"]
+    assert set(scores) == {"seen", "unseen mask", "unseen fill", "pristine", "globally edited"}
+    assert all(len(g["probability"]) == len(g["photo"]) == 4 and set(g["photo"]) <= {0, 1, 2}
+               for g in scores.values())
     assert f"3 photos from {photos}" in (out / "inpainting.md").read_text()
     assert (out / "inpainting_photos.png").is_file() and (out / "inpainting_masks.png").is_file()
 

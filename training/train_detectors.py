@@ -60,7 +60,7 @@ seen / unseen mask / unseen fill 0.640 / 0.577 / 0.492 -> 0.653 / 0.603 / 0.512)
 fine-tune, ``--scale-view 192`` has its verdict also read a 192 px view (with
 ``--detector-steps 0``: refit and recalibrated only), and ``--scale-augment``
 shows a share of the batches whole views taken down to the crop size (the reduced
-view's input); all three measured on the shipped models and not shipped (README).
+view's input); all three measured on the shipped models and not shipped (docs/inpainting-history.md).
 ``--init-localizer`` continues from a saved localizer
 instead (with ``--init-detector``: a fine-tune of both, e.g. on one's own
 photos with ``--photos``). Measured (``bench.inpainting``): the graphics
