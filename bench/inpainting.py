@@ -137,32 +137,46 @@ def detection_scores(pos: np.ndarray, neg: np.ndarray, threshold: float) -> dict
             "fpr_at_threshold": float((neg >= threshold).mean())}
 
 
-def photo_bootstrap_auc(pos: np.ndarray, pos_photo: np.ndarray, neg: np.ndarray, neg_photo: np.ndarray,
-                        rounds: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """The ``level`` interval of the AUC when the test photos are drawn again.
+def photo_redraws(photos: int, rounds: int = 2000, seed: int = 0) -> np.ndarray:
+    """(rounds, photos) counts: how often each test photo is drawn in each redraw of as
+    many photos as there are, with replacement (the photo bootstrap's draws)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(photos, np.full(photos, 1 / photos), size=rounds).astype(float)
+
+
+def redrawn_aucs(pos: np.ndarray, pos_photo: np.ndarray, neg: np.ndarray, neg_photo: np.ndarray,
+                 counts: np.ndarray) -> np.ndarray:
+    """The AUC in each redraw of ``counts`` (``photo_redraws``; photo i is column i), every
+    drawn photo bringing all of its positives and negatives, as often as it was drawn; NaN
+    for a redraw with no positive or no negative.
 
     A photo's samples share its content, so they are not independent draws: with 20
     photos, which photos were drawn moves an AUC more than which crops were cut from
-    them (per-photo AUCs range 0.83-0.99). Each round draws as many photos as there are,
-    with replacement, and every drawn photo brings all of its positives and negatives.
-    The pairwise comparisons are summed per pair of photos once (``wins[a, b]``: positives
-    of photo a over negatives of photo b, ties half), so a round is two small products."""
-    photos = np.union1d(pos_photo, neg_photo)
-    pos_at, neg_at = np.searchsorted(photos, pos_photo), np.searchsorted(photos, neg_photo)
+    them (per-photo AUCs range 0.83-0.99). The pairwise comparisons are summed per pair of
+    photos once (``wins[a, b]``: positives of photo a over negatives of photo b, ties
+    half), so a redraw costs two small products."""
+    n = counts.shape[1]
+    if max(pos_photo.max(initial=-1), neg_photo.max(initial=-1)) >= n:
+        raise ValueError(f"photo indices must be below {n}, the redraws' photo count")
     order = np.argsort(neg)
-    sorted_neg, sorted_at = neg[order], neg_at[order]
-    wins = np.zeros((len(photos), len(photos)))
-    for i, score in enumerate(pos):
+    sorted_neg, sorted_photo = neg[order], neg_photo[order]
+    wins = np.zeros((n, n))
+    for score, photo in zip(pos, pos_photo):
         below, upto = np.searchsorted(sorted_neg, score, "left"), np.searchsorted(sorted_neg, score, "right")
-        np.add.at(wins[pos_at[i]], sorted_at[:below], 1.0)
-        np.add.at(wins[pos_at[i]], sorted_at[below:upto], 0.5)
-    n_pos = np.bincount(pos_at, minlength=len(photos))
-    n_neg = np.bincount(neg_at, minlength=len(photos))
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(len(photos), np.full(len(photos), 1 / len(photos)), size=rounds).astype(float)
-    pairs = (counts @ n_pos) * (counts @ n_neg)
-    keep = pairs > 0  # a draw with no positive or no negative has no AUC
-    aucs = np.einsum("ra,ab,rb->r", counts[keep], wins, counts[keep]) / pairs[keep]
+        np.add.at(wins[photo], sorted_photo[:below], 1.0)
+        np.add.at(wins[photo], sorted_photo[below:upto], 0.5)
+    pairs = (counts @ np.bincount(pos_photo, minlength=n)) * (counts @ np.bincount(neg_photo, minlength=n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.einsum("ra,ab,rb->r", counts, wins, counts) / pairs
+
+
+def photo_bootstrap_auc(pos: np.ndarray, pos_photo: np.ndarray, neg: np.ndarray, neg_photo: np.ndarray,
+                        rounds: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """The ``level`` range of the AUC when the test photos are drawn again (``redrawn_aucs``
+    over ``rounds`` redraws of the photos; photos are numbered 0..n-1)."""
+    photos = int(max(pos_photo.max(), neg_photo.max())) + 1
+    aucs = redrawn_aucs(pos, pos_photo, neg, neg_photo, photo_redraws(photos, rounds, seed))
+    aucs = aucs[~np.isnan(aucs)]
     tail = (1 - level) / 2
     return float(np.quantile(aucs, tail)), float(np.quantile(aucs, 1 - tail))
 

@@ -123,3 +123,50 @@ def test_benchmark_runs_on_a_directory_of_ones_own_photos(tmp_path):
     assert f"3 photos from {photos}" in (out / "inpainting.md").read_text()
     assert (out / "inpainting_photos.png").is_file() and (out / "inpainting_masks.png").is_file()
 
+
+
+def _report(scores: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float = 0.5) -> dict:
+    return {"test_photos": 10, "photo_source": "test split", "per_group": 40, "threshold": threshold,
+            "scores": {g: {"probability": p.tolist(), "photo": ph.tolist()} for g, (p, ph) in scores.items()}}
+
+
+def test_comparison_pairs_two_runs_on_the_same_photo_redraws(tmp_path, capsys):
+    import json
+
+    from bench.compare_inpainting import compare, main
+
+    rng = np.random.default_rng(1)
+    photo = np.repeat(np.arange(10), 4)
+    negatives = {g: (rng.normal(0, 1, 40), photo) for g in ("pristine", "globally edited")}
+    painted = {g: rng.normal(1, 1, 40) for g in ("seen", "unseen mask", "unseen fill")}
+    base = _report({**negatives, **{g: (p, photo) for g, p in painted.items()}})
+    # OTHER scores the unseen fill higher on half of the photos and nothing else differs.
+    lifted = painted["unseen fill"] + np.where(photo < 5, 1.5, 0.0)
+    other = _report({**negatives, **{g: (p, photo) for g, p in painted.items()}, "unseen fill": (lifted, photo)},
+                    threshold=0.6)
+    result = compare(base, other, rounds=400)
+    fill = result["auc"]["unseen fill"]
+    neg = np.concatenate([negatives["pristine"][0], negatives["globally edited"][0]])
+    assert fill["base"] == pytest.approx(roc_auc(painted["unseen fill"], neg))
+    assert fill["other"] == pytest.approx(roc_auc(lifted, neg))
+    assert fill["range"][0] > 0 and fill["other_higher"] > 0.95  # a gain every redraw keeps
+    seen = result["auc"]["seen"]
+    assert seen["difference"] == 0 and seen["range"] == [0, 0] and seen["other_higher"] == 0
+    assert 0 < result["auc"]["all inpainted"]["difference"] < fill["difference"]
+    fp = (negatives["pristine"][0] >= 0.5).mean(), (negatives["pristine"][0] >= 0.6).mean()
+    assert result["false_positives"]["pristine"] == pytest.approx(list(fp))
+
+    paths = []
+    for name, report in (("base", base), ("other", other)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(report))
+    main([str(paths[0]), str(paths[1]), "--rounds", "100", "--out", str(tmp_path / "cmp.md")])
+    assert "| unseen fill |" in (tmp_path / "cmp.md").read_text() and "| unseen fill |" in capsys.readouterr().out
+    # Runs that did not score the same samples are refused, not compared.
+    moved = _report({**negatives, **{g: (p, photo[::-1]) for g, p in painted.items()}})
+    paths[1].write_text(json.dumps(moved))
+    with pytest.raises(SystemExit, match="different photos"):
+        main([str(paths[0]), str(paths[1])])
+    paths[1].write_text(json.dumps({k: v for k, v in other.items() if k != "scores"}))
+    with pytest.raises(SystemExit, match="no per-sample scores"):
+        main([str(paths[0]), str(paths[1])])
