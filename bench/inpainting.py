@@ -171,10 +171,12 @@ def redrawn_aucs(pos: np.ndarray, pos_photo: np.ndarray, neg: np.ndarray, neg_ph
 
 
 def photo_bootstrap_auc(pos: np.ndarray, pos_photo: np.ndarray, neg: np.ndarray, neg_photo: np.ndarray,
-                        rounds: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+                        rounds: int = 2000, seed: int = 0, level: float = 0.95,
+                        photos: int | None = None) -> tuple[float, float]:
     """The ``level`` range of the AUC when the test photos are drawn again (``redrawn_aucs``
-    over ``rounds`` redraws of the photos; photos are numbered 0..n-1)."""
-    photos = int(max(pos_photo.max(), neg_photo.max())) + 1
+    over ``rounds`` redraws of the ``photos`` photos, numbered 0..photos-1; by default as
+    many as the highest number seen)."""
+    photos = photos or int(max(pos_photo.max(), neg_photo.max())) + 1
     aucs = redrawn_aucs(pos, pos_photo, neg, neg_photo, photo_redraws(photos, rounds, seed))
     aucs = aucs[~np.isnan(aucs)]
     tail = (1 - level) / 2
@@ -396,8 +398,8 @@ def main(argv: list[str] | None = None) -> None:
         served = [pixel_scores(r.mask if r.probability >= analyzer.localize_threshold else None, s.mask)
                   for r, s in zip(results[name], groups[name])]
         report["detection"][name] = detection_scores(pos, negatives, analyzer.threshold)
-        report["detection"][name]["auc_interval"] = photo_bootstrap_auc(pos, photo_of[name], negatives,
-                                                                        negative_photos, seed=args.seed)
+        report["detection"][name]["auc_interval"] = photo_bootstrap_auc(
+            pos, photo_of[name], negatives, negative_photos, seed=args.seed, photos=len(photos))
         report["localization"][name] = {"f1": float(np.mean(f1)), "iou": float(np.mean(iou)),
                                         "f1_as_served": float(np.mean([s[0] for s in served])),
                                         "localized_as_served": float((pos >= analyzer.localize_threshold).mean())}
@@ -405,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     report["detection"]["all inpainted"] = detection_scores(allpos, negatives, analyzer.threshold)
     report["detection"]["all inpainted"]["auc_interval"] = photo_bootstrap_auc(
         allpos, np.concatenate([photo_of[n] for n in ["seen", "unseen mask", "unseen fill"]]), negatives,
-        negative_photos, seed=args.seed)
+        negative_photos, seed=args.seed, photos=len(photos))
     inpainted = [s for name in ["seen", "unseen mask", "unseen fill"] for s in groups[name]]
     report["breakdown"] = breakdown(inpainted, allpos, negatives)
     report["photos"] = per_photo(photos, groups, prob, f1_of, analyzer.threshold)
