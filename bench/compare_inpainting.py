@@ -9,7 +9,8 @@ photos rather than the models; drawing the photos again and scoring *both* runs
 on each redraw (a paired photo bootstrap) shows how much of the change holds.
 For each inpainted group: both AUCs, the difference, its range over the redraws
 (2.5% and 97.5% quantiles) and the share of redraws where OTHER scores higher;
-and the false-positive rates of each run at its own threshold.
+the same for the mean pixel F1 (localizer forced on) when both reports carry
+per-image F1; and the false-positive rates of each run at its own threshold.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.inpainting import photo_redraws, redrawn_aucs, roc_auc
+from bench.inpainting import photo_redraws, redrawn_aucs, redrawn_means, roc_auc
 
 INPAINTED = ["seen", "unseen mask", "unseen fill"]
 NEGATIVES = ["pristine", "globally edited"]
@@ -64,11 +65,22 @@ def compare(base: dict, other: dict, rounds: int = 2000, seed: int = 0) -> dict:
         rows[name] = {"base": aucs[0], "other": aucs[1], "difference": aucs[1] - aucs[0],
                       "range": [float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))],
                       "other_higher": float((diff > 0).mean())}
+    pixel = {}
+    if all("pixel_f1" in r["scores"][g] for r in (base, other) for g in INPAINTED):
+        for group in INPAINTED:
+            photo = np.asarray(base["scores"][group]["photo"], int)
+            f1 = [np.asarray(r["scores"][group]["pixel_f1"], float) for r in (base, other)]
+            diff = redrawn_means(f1[1], photo, counts) - redrawn_means(f1[0], photo, counts)
+            diff = diff[~np.isnan(diff)]
+            pixel[group] = {"base": float(f1[0].mean()), "other": float(f1[1].mean()),
+                            "difference": float(f1[1].mean() - f1[0].mean()),
+                            "range": [float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))],
+                            "other_higher": float((diff > 0).mean())}
     false_positives = {}
     for group in NEGATIVES:
         false_positives[group] = [float((np.asarray(r["scores"][group]["probability"]) >= r["threshold"]).mean())
                                   for r in (base, other)]
-    return {"auc": rows, "false_positives": false_positives, "rounds": rounds,
+    return {"auc": rows, "pixel_f1": pixel, "false_positives": false_positives, "rounds": rounds,
             "thresholds": [base["threshold"], other["threshold"]]}
 
 
@@ -82,6 +94,13 @@ def to_markdown(result: dict, base_name: str, other_name: str) -> str:
         lo, hi = row["range"]
         lines.append(f"| {name} | {row['base']:.3f} | {row['other']:.3f} | {row['difference']:+.3f} | "
                      f"{lo:+.3f} to {hi:+.3f} | {row['other_higher']:.0%} |")
+    if result["pixel_f1"]:
+        lines += ["", "| inpainted group | pixel F1 base | pixel F1 other | difference | range over photo redraws | "
+                      "redraws where other is higher |", "|---|---|---|---|---|---|"]
+        for name, row in result["pixel_f1"].items():
+            lo, hi = row["range"]
+            lines.append(f"| {name} | {row['base']:.3f} | {row['other']:.3f} | {row['difference']:+.3f} | "
+                         f"{lo:+.3f} to {hi:+.3f} | {row['other_higher']:.0%} |")
     fp = ", ".join(f"{g} {a:.3f} -> {b:.3f}" for g, (a, b) in result["false_positives"].items())
     base_t, other_t = result["thresholds"]
     lines += ["", f"False positives at each run's own threshold ({base_t:.3f} -> {other_t:.3f}): {fp}."]

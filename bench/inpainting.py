@@ -170,6 +170,15 @@ def redrawn_aucs(pos: np.ndarray, pos_photo: np.ndarray, neg: np.ndarray, neg_ph
         return np.einsum("ra,ab,rb->r", counts, wins, counts) / pairs
 
 
+def redrawn_means(values: np.ndarray, photo: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The mean of per-sample ``values`` (a pixel F1 per inpainted image) in each redraw of
+    ``counts`` (``photo_redraws``), every drawn photo bringing all of its samples; NaN for a
+    redraw with none."""
+    n = counts.shape[1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (counts @ np.bincount(photo, weights=values, minlength=n)) / (counts @ np.bincount(photo, minlength=n))
+
+
 def photo_bootstrap_auc(pos: np.ndarray, pos_photo: np.ndarray, neg: np.ndarray, neg_photo: np.ndarray,
                         rounds: int = 2000, seed: int = 0, level: float = 0.95,
                         photos: int | None = None) -> tuple[float, float]:
@@ -439,6 +448,8 @@ def main(argv: list[str] | None = None) -> None:
     # Every photo-protocol score with its photo, so other cuts of this run need no rerun.
     report["scores"] = {name: {"probability": prob[name].round(5).tolist(), "photo": photo_of[name].tolist()}
                         for name in groups}
+    for name, f1 in f1_of.items():  # the localizer forced on, as in the pixel F1 column
+        report["scores"][name]["pixel_f1"] = f1.round(5).tolist()
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "inpainting.json").write_text(json.dumps(report, indent=2))

@@ -125,9 +125,13 @@ def test_benchmark_runs_on_a_directory_of_ones_own_photos(tmp_path):
 
 
 
-def _report(scores: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float = 0.5) -> dict:
-    return {"test_photos": 10, "photo_source": "test split", "per_group": 40, "threshold": threshold,
-            "scores": {g: {"probability": p.tolist(), "photo": ph.tolist()} for g, (p, ph) in scores.items()}}
+def _report(scores: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float = 0.5,
+            pixel_f1: dict[str, np.ndarray] | None = None) -> dict:
+    report = {"test_photos": 10, "photo_source": "test split", "per_group": 40, "threshold": threshold,
+              "scores": {g: {"probability": p.tolist(), "photo": ph.tolist()} for g, (p, ph) in scores.items()}}
+    for group, f1 in (pixel_f1 or {}).items():
+        report["scores"][group]["pixel_f1"] = f1.tolist()
+    return report
 
 
 def test_comparison_pairs_two_runs_on_the_same_photo_redraws(tmp_path, capsys):
@@ -139,11 +143,14 @@ def test_comparison_pairs_two_runs_on_the_same_photo_redraws(tmp_path, capsys):
     photo = np.repeat(np.arange(10), 4)
     negatives = {g: (rng.normal(0, 1, 40), photo) for g in ("pristine", "globally edited")}
     painted = {g: rng.normal(1, 1, 40) for g in ("seen", "unseen mask", "unseen fill")}
-    base = _report({**negatives, **{g: (p, photo) for g, p in painted.items()}})
-    # OTHER scores the unseen fill higher on half of the photos and nothing else differs.
+    f1 = {g: rng.uniform(0, 1, 40) for g in painted}
+    base = _report({**negatives, **{g: (p, photo) for g, p in painted.items()}}, pixel_f1=f1)
+    # OTHER scores the unseen fill higher on half of the photos, and its masks of the seen
+    # group are worse on photo 0 only; nothing else differs.
     lifted = painted["unseen fill"] + np.where(photo < 5, 1.5, 0.0)
+    worse = f1["seen"] - np.where(photo == 0, 0.5, 0.0)
     other = _report({**negatives, **{g: (p, photo) for g, p in painted.items()}, "unseen fill": (lifted, photo)},
-                    threshold=0.6)
+                    threshold=0.6, pixel_f1={**f1, "seen": worse})
     result = compare(base, other, rounds=400)
     fill = result["auc"]["unseen fill"]
     neg = np.concatenate([negatives["pristine"][0], negatives["globally edited"][0]])
@@ -153,6 +160,11 @@ def test_comparison_pairs_two_runs_on_the_same_photo_redraws(tmp_path, capsys):
     seen = result["auc"]["seen"]
     assert seen["difference"] == 0 and seen["range"] == [0, 0] and seen["other_higher"] == 0
     assert 0 < result["auc"]["all inpainted"]["difference"] < fill["difference"]
+    pixel = result["pixel_f1"]
+    assert pixel["seen"]["difference"] == pytest.approx(-0.5 * 4 / 40)
+    assert pixel["seen"]["range"][1] <= 0 < pixel["seen"]["range"][1] - pixel["seen"]["range"][0]
+    assert pixel["seen"]["other_higher"] == 0  # a loss where photo 0 is drawn, no change where not
+    assert pixel["unseen fill"]["difference"] == 0 and pixel["unseen fill"]["range"] == [0, 0]
     fp = (negatives["pristine"][0] >= 0.5).mean(), (negatives["pristine"][0] >= 0.6).mean()
     assert result["false_positives"]["pristine"] == pytest.approx(list(fp))
 
@@ -161,7 +173,11 @@ def test_comparison_pairs_two_runs_on_the_same_photo_redraws(tmp_path, capsys):
         paths.append(tmp_path / f"{name}.json")
         paths[-1].write_text(json.dumps(report))
     main([str(paths[0]), str(paths[1]), "--rounds", "100", "--out", str(tmp_path / "cmp.md")])
-    assert "| unseen fill |" in (tmp_path / "cmp.md").read_text() and "| unseen fill |" in capsys.readouterr().out
+    table = (tmp_path / "cmp.md").read_text()
+    assert "| unseen fill |" in table and "pixel F1 base" in table and "| unseen fill |" in capsys.readouterr().out
+    # Reports without per-image F1 (older runs) compare on AUC alone.
+    plain = {**negatives, **{g: (p, photo) for g, p in painted.items()}}
+    assert compare(_report(plain), _report(plain))["pixel_f1"] == {}
     # Runs that did not score the same samples are refused, not compared.
     moved = _report({**negatives, **{g: (p, photo[::-1]) for g, p in painted.items()}})
     paths[1].write_text(json.dumps(moved))
