@@ -47,6 +47,15 @@ def check_same_samples(base: dict, other: dict) -> None:
             raise ValueError(f"the runs' {group!r} samples come from different photos: not the same samples")
 
 
+def paired_row(base_value: float, other_value: float, redrawn_difference: np.ndarray) -> dict:
+    """One figure of both runs, its difference, and the difference's range and share above
+    zero over the photo redraws (NaN redraws, with no sample of the group, left out)."""
+    diff = redrawn_difference[~np.isnan(redrawn_difference)]
+    return {"base": float(base_value), "other": float(other_value), "difference": float(other_value - base_value),
+            "range": [float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))],
+            "other_higher": float((diff > 0).mean())}
+
+
 def compare(base: dict, other: dict, rounds: int = 2000, seed: int = 0) -> dict:
     """Per inpainted group (and all of them): AUCs, difference and its paired photo-bootstrap
     range; false positives of each run at its own threshold."""
@@ -60,22 +69,14 @@ def compare(base: dict, other: dict, rounds: int = 2000, seed: int = 0) -> dict:
             neg, neg_photo = group_scores(report, NEGATIVES)
             aucs.append(roc_auc(pos, neg))
             redrawn.append(redrawn_aucs(pos, pos_photo, neg, neg_photo, counts))
-        diff = redrawn[1] - redrawn[0]
-        diff = diff[~np.isnan(diff)]
-        rows[name] = {"base": aucs[0], "other": aucs[1], "difference": aucs[1] - aucs[0],
-                      "range": [float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))],
-                      "other_higher": float((diff > 0).mean())}
+        rows[name] = paired_row(*aucs, redrawn[1] - redrawn[0])
     pixel = {}
     if all("pixel_f1" in r["scores"][g] for r in (base, other) for g in INPAINTED):
         for group in INPAINTED:
             photo = np.asarray(base["scores"][group]["photo"], int)
             f1 = [np.asarray(r["scores"][group]["pixel_f1"], float) for r in (base, other)]
-            diff = redrawn_means(f1[1], photo, counts) - redrawn_means(f1[0], photo, counts)
-            diff = diff[~np.isnan(diff)]
-            pixel[group] = {"base": float(f1[0].mean()), "other": float(f1[1].mean()),
-                            "difference": float(f1[1].mean() - f1[0].mean()),
-                            "range": [float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))],
-                            "other_higher": float((diff > 0).mean())}
+            pixel[group] = paired_row(f1[0].mean(), f1[1].mean(),
+                                      redrawn_means(f1[1], photo, counts) - redrawn_means(f1[0], photo, counts))
     false_positives = {}
     for group in NEGATIVES:
         false_positives[group] = [float((np.asarray(r["scores"][group]["probability"]) >= r["threshold"]).mean())
@@ -84,23 +85,23 @@ def compare(base: dict, other: dict, rounds: int = 2000, seed: int = 0) -> dict:
             "thresholds": [base["threshold"], other["threshold"]]}
 
 
-def to_markdown(result: dict, base_name: str, other_name: str) -> str:
-    lines = [f"BASE: {base_name}; OTHER: {other_name}. The same samples scored by both; the range is the "
-             f"difference over {result['rounds']:,} redraws of the test photos (each drawn photo with all its "
-             "samples, both runs on the same redraws), 2.5% to 97.5%.", "",
-             "| inpainted group | AUC base | AUC other | difference | range over photo redraws | "
+def table(figure: str, rows: dict[str, dict]) -> list[str]:
+    """Markdown lines of ``paired_row`` rows by inpainted group; ``figure`` names the figure."""
+    lines = [f"| inpainted group | {figure} base | {figure} other | difference | range over photo redraws | "
              "redraws where other is higher |", "|---|---|---|---|---|---|"]
-    for name, row in result["auc"].items():
+    for name, row in rows.items():
         lo, hi = row["range"]
         lines.append(f"| {name} | {row['base']:.3f} | {row['other']:.3f} | {row['difference']:+.3f} | "
                      f"{lo:+.3f} to {hi:+.3f} | {row['other_higher']:.0%} |")
+    return lines
+
+
+def to_markdown(result: dict, base_name: str, other_name: str) -> str:
+    lines = [f"BASE: {base_name}; OTHER: {other_name}. The same samples scored by both; the range is the "
+             f"difference over {result['rounds']:,} redraws of the test photos (each drawn photo with all its "
+             "samples, both runs on the same redraws), 2.5% to 97.5%.", "", *table("AUC", result["auc"])]
     if result["pixel_f1"]:
-        lines += ["", "| inpainted group | pixel F1 base | pixel F1 other | difference | range over photo redraws | "
-                      "redraws where other is higher |", "|---|---|---|---|---|---|"]
-        for name, row in result["pixel_f1"].items():
-            lo, hi = row["range"]
-            lines.append(f"| {name} | {row['base']:.3f} | {row['other']:.3f} | {row['difference']:+.3f} | "
-                         f"{lo:+.3f} to {hi:+.3f} | {row['other_higher']:.0%} |")
+        lines += ["", *table("pixel F1", result["pixel_f1"])]
     fp = ", ".join(f"{g} {a:.3f} -> {b:.3f}" for g, (a, b) in result["false_positives"].items())
     base_t, other_t = result["thresholds"]
     lines += ["", f"False positives at each run's own threshold ({base_t:.3f} -> {other_t:.3f}): {fp}."]
