@@ -43,7 +43,8 @@ train-transform: fetch-data
 ## graphics fine-tune with the three classical fills, then a fine-tune that adds the latent fill
 ## (diffusion-style) and the localizer trained on that detector, then a fine-tune of both with
 ## grain-heavy procedural fields in every batch (without them, latent-fill samples teach "a soft
-## region among grain is painted"), and a last localizer fine-tune with those fields in its batches too.
+## region among grain is painted"), a last localizer fine-tune with those fields in its batches too, and
+## the verdict's copy-move term refit with a floor under which matches are chance (12 minutes).
 CLASSIC_FILLS := telea,navier_stokes,patch_poisson
 train-detectors: fetch-data
 	$(BIN)/python -m training.train_detectors --fills $(CLASSIC_FILLS) --train-samples 12000 --denoiser-steps 600 \
@@ -66,6 +67,9 @@ train-detectors: fetch-data
 		--init-detector .data/detectors/grain-stage/detector.safetensors --graphics-samples 600 --grain-samples 600 \
 		--batch 28 --graphics-share 0.2 --grain-share 0.2 --detector-steps 0 --localizer-scenes \
 		--init-localizer .data/detectors/grain-final/localizer.safetensors --localizer-steps 800 --localizer-lr 5e-4
+	$(BIN)/python -m training.train_detectors --train-samples 4000 --seed 41 --denoiser-steps 600 \
+		--init-detector indexer/default_model/inpainting/detector.safetensors --graphics-samples 600 --grain-samples 600 \
+		--detector-steps 0 --localizer-steps 0 --copy-move-floor 0.002
 
 ## Service benchmark: ingest rate and query latency at 10k references.
 bench-service: install

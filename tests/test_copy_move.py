@@ -81,6 +81,23 @@ def test_verdict_adds_the_weighted_copy_move_score():
     assert torch.allclose(fused - plain, torch.tensor([2.0 * 0.2]))
 
 
+def test_copy_move_scores_up_to_the_floor_add_nothing():
+    """Chance matches under the floor leave the verdict as the network gave it; above it the
+    term grows from zero (no jump at the floor), as ``weight * sqrt(score - floor)``."""
+    model = det.InpaintingDetector(det.DetectorConfig(copy_move_weight=2.0, copy_move_floor=0.002)).eval()
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.inference_mode():
+        out = model(x, torch.rand(1, 3, 64, 64), torch.rand(1, 4, 8, 8))
+        plain = model.verdict_logit(out, out)
+        added = [float(model.verdict_logit(out, out, torch.tensor([s])) - plain)
+                 for s in (0.0, 0.0015, 0.002, 0.0021, 0.042)]
+    assert added[:3] == [0.0, 0.0, 0.0]
+    assert added[3] == pytest.approx(2.0 * 0.0001 ** 0.5, rel=1e-3)
+    assert added[4] == pytest.approx(2.0 * 0.2, rel=1e-4)
+    assert torch.equal(det.copy_move_evidence(torch.tensor([0.001, 0.011]), 0.002),
+                       torch.tensor([0.0, 0.009]).sqrt())
+
+
 def test_bundled_detector_uses_copy_move(bundle):
     weight = bundle.inpainting.detector.config.copy_move_weight
     assert weight > 0, "the shipped detector's verdict should include the copy-move search"

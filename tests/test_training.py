@@ -167,32 +167,44 @@ def test_graphics_negatives_are_a_calibration_group_of_their_own():
     assert 0.0 <= calibration["graphics_val_auc"] <= 1.0
 
 
+def _detector_args(**options) -> argparse.Namespace:
+    """``train_detectors``' options that ``initial_detector`` reads, at their defaults."""
+    return argparse.Namespace(**{"init_detector": None, "trace_bands": 0, "scale_view": None,
+                                 "copy_move_floor": None, **options})
+
+
 def test_fine_tuning_starts_from_a_detector_of_the_same_vae(tmp_path):
     saved = det.InpaintingDetector(det.DetectorConfig(vae_fingerprint="abc", threshold=0.7))
     path = tmp_path / "detector.safetensors"
     save_model(saved, path, det.FORMAT)
-    args = argparse.Namespace(init_detector=path, trace_bands=0, scale_view=None)
+    args = _detector_args(init_detector=path)
     model = initial_detector(args, "abc")
     assert model.config.threshold == 0.7
     assert all(p.requires_grad for p in model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values()))
     with pytest.raises(ValueError, match="trained on VAE abc"):
         initial_detector(args, "other")
-    fresh = initial_detector(argparse.Namespace(init_detector=None, trace_bands=0, scale_view=None), "xyz")
+    fresh = initial_detector(_detector_args(), "xyz")
     assert fresh.config.vae_fingerprint == "xyz" and fresh.config.lare_source == "" and fresh.config.trace_bands == 1
     # --trace-bands widens the saved detector; the fine-tune starts from its function.
-    wider = initial_detector(argparse.Namespace(init_detector=path, trace_bands=2, scale_view=None), "abc")
+    wider = initial_detector(_detector_args(init_detector=path, trace_bands=2), "abc")
     assert wider.config.trace_bands == 2 and wider.config.threshold == 0.7
     assert all(p.requires_grad for p in wider.parameters())
     inputs = (torch.rand(1, 3, 64, 64) * 2 - 1, torch.rand(1, 3, 64, 64), torch.rand(1, 4, 8, 8))
     with torch.no_grad():
         assert torch.allclose(wider.eval()(*inputs).logit, saved.eval()(*inputs).logit, atol=1e-6)
     # --scale-view adds a reduced view to the verdict of the same weights.
-    scaled = initial_detector(argparse.Namespace(init_detector=path, trace_bands=0, scale_view=32), "abc")
+    scaled = initial_detector(_detector_args(init_detector=path, scale_view=32), "abc")
     assert scaled.config.scale_view == 32 and scaled.config.threshold == 0.7
     assert all(torch.equal(a, b) for a, b in zip(scaled.state_dict().values(), saved.state_dict().values()))
-    assert initial_detector(argparse.Namespace(init_detector=None, trace_bands=0, scale_view=48),
-                            "xyz").config.scale_view == 48
+    assert initial_detector(_detector_args(scale_view=48), "xyz").config.scale_view == 48
+    # --copy-move-floor sets the floor of the copy-move term; without it a saved detector keeps its own.
+    floored = initial_detector(_detector_args(init_detector=path, copy_move_floor=0.002), "abc")
+    assert floored.config.copy_move_floor == 0.002 and floored.config.threshold == 0.7
+    save_model(floored, path, det.FORMAT)
+    assert initial_detector(args, "abc").config.copy_move_floor == 0.002
+    assert model.config.copy_move_floor == 0.0 and fresh.config.copy_move_floor == 0.0
+    assert initial_detector(_detector_args(copy_move_floor=0.002), "xyz").config.copy_move_floor == 0.002
     # Nor across LaRE sources: maps of a pretrained UNet read differently from the denoiser's.
     with pytest.raises(ValueError, match="LaRE maps of the latent denoiser"):
         initial_detector(args, "abc", lare_source="stabilityai/stable-diffusion-2")

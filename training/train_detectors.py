@@ -302,14 +302,16 @@ def detector_outputs(model: det.InpaintingDetector, data, lare, copy_move: np.nd
 
 def fit_copy_move_weight(model: det.InpaintingDetector, data, lare, n: int = 3000, seed: int = 0) -> None:
     """Set ``copy_move_weight``: logistic regression of the label on the network's verdict
-    logit (coefficient held at 1) plus ``w * sqrt(score)``, on ``n`` training samples; w >= 0.
-    Call ``calibrate_detector`` afterwards: the threshold belongs to the fused verdict."""
+    logit (coefficient held at 1) plus ``w * copy_move_evidence(score)`` (with the config's
+    ``copy_move_floor``), on ``n`` training samples; w >= 0. Call ``calibrate_detector``
+    afterwards: the threshold belongs to the fused verdict."""
     idx = np.sort(np.random.default_rng(seed).choice(len(data["label"]), min(n, len(data["label"])), replace=False))
     subset = {k: v[idx] for k, v in data.items()}
     model.config.copy_move_weight = 0.0
     p = np.clip(detector_outputs(model, subset, lare[idx]), 1e-6, 1 - 1e-6)
     logit = torch.tensor(np.log(p / (1 - p)), dtype=torch.float64)
-    root = torch.tensor(np.sqrt(copy_move_scores(subset)), dtype=torch.float64)
+    root = det.copy_move_evidence(torch.tensor(copy_move_scores(subset), dtype=torch.float64),
+                                  model.config.copy_move_floor)
     labels = torch.tensor(subset["label"], dtype=torch.float64)
     wb = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([wb], max_iter=200)
@@ -324,7 +326,7 @@ def fit_copy_move_weight(model: det.InpaintingDetector, data, lare, n: int = 300
     weight = max(0.0, float(wb[0].detach()))
     model.config.copy_move_weight = round(weight, 3)
     model.config.training["copy_move"] = {
-        "weight": round(weight, 3), "fit_samples": len(idx),
+        "weight": round(weight, 3), "floor": model.config.copy_move_floor, "fit_samples": len(idx),
         "train_auc": {"network": round(auc(logit.numpy(), subset["label"]), 4),
                       "with copy-move": round(auc((logit + weight * root).numpy(), subset["label"]), 4)}}
 
@@ -378,7 +380,8 @@ def initial_detector(args, fingerprint: str, lare_source: str = "") -> det.Inpai
     if not args.init_detector:
         return det.InpaintingDetector(det.DetectorConfig(vae_fingerprint=fingerprint, lare_source=lare_source,
                                                          trace_bands=args.trace_bands or 1,
-                                                         scale_view=args.scale_view or 0))
+                                                         scale_view=args.scale_view or 0,
+                                                         copy_move_floor=args.copy_move_floor or 0.0))
     model = load_model(det.InpaintingDetector, det.DetectorConfig, args.init_detector, det.FORMAT)
     if model.config.vae_fingerprint != fingerprint:
         raise ValueError(f"{args.init_detector} was trained on VAE {model.config.vae_fingerprint}, "
@@ -392,6 +395,8 @@ def initial_detector(args, fingerprint: str, lare_source: str = "") -> det.Inpai
         model = model.with_trace_bands(args.trace_bands)
     if args.scale_view is not None and args.scale_view != model.config.scale_view:
         model = model.with_scale_view(args.scale_view)
+    if args.copy_move_floor is not None:
+        model.config.copy_move_floor = args.copy_move_floor
     return model.requires_grad_(True)
 
 
@@ -639,6 +644,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale-augment", type=float, default=0.0,
                    help="share of detector batches that show whole views taken down to the training crop's "
                         "size instead of crops (the reduced view --scale-view reads)")
+    p.add_argument("--copy-move-floor", type=float, default=None,
+                   help="copy-move scores up to this add nothing to the verdict (detectors.detector."
+                        "copy_move_evidence; default: the --init-detector's own, 0 for a new detector)")
     p.add_argument("--detector-lr", type=float, default=0.0, help="peak detector LR (0 = --lr)")
     p.add_argument("--init-detector", type=Path, default=None,
                    help="a detector.safetensors to fine-tune instead of training a new one")
