@@ -94,8 +94,8 @@ def test_copy_move_scores_up_to_the_floor_add_nothing():
     assert added[:3] == [0.0, 0.0, 0.0]
     assert added[3] == pytest.approx(2.0 * 0.0001 ** 0.5, rel=1e-3)
     assert added[4] == pytest.approx(2.0 * 0.2, rel=1e-4)
-    assert torch.equal(det.copy_move_evidence(torch.tensor([0.001, 0.011]), 0.002),
-                       torch.tensor([0.0, 0.009]).sqrt())
+    assert torch.allclose(det.copy_move_evidence(torch.tensor([0.001, 0.011]), 0.002),
+                          torch.tensor([0.0, 0.009]).sqrt())
 
 
 def test_bundled_detector_uses_copy_move(bundle):
