@@ -310,15 +310,15 @@ def fit_copy_move_weight(model: det.InpaintingDetector, data, lare, n: int = 300
     model.config.copy_move_weight = 0.0
     p = np.clip(detector_outputs(model, subset, lare[idx]), 1e-6, 1 - 1e-6)
     logit = torch.tensor(np.log(p / (1 - p)), dtype=torch.float64)
-    root = det.copy_move_evidence(torch.tensor(copy_move_scores(subset), dtype=torch.float64),
-                                  model.config.copy_move_floor)
+    evidence = det.copy_move_evidence(torch.tensor(copy_move_scores(subset), dtype=torch.float64),
+                                      model.config.copy_move_floor)
     labels = torch.tensor(subset["label"], dtype=torch.float64)
     wb = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([wb], max_iter=200)
 
     def closure():
         opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(logit + wb[0] * root + wb[1], labels)
+        loss = F.binary_cross_entropy_with_logits(logit + wb[0] * evidence + wb[1], labels)
         loss.backward()
         return loss
 
@@ -328,7 +328,7 @@ def fit_copy_move_weight(model: det.InpaintingDetector, data, lare, n: int = 300
     model.config.training["copy_move"] = {
         "weight": round(weight, 3), "floor": model.config.copy_move_floor, "fit_samples": len(idx),
         "train_auc": {"network": round(auc(logit.numpy(), subset["label"]), 4),
-                      "with copy-move": round(auc((logit + weight * root).numpy(), subset["label"]), 4)}}
+                      "with copy-move": round(auc((logit + weight * evidence).numpy(), subset["label"]), 4)}}
 
 
 @torch.inference_mode()
