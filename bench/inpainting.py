@@ -53,7 +53,7 @@ from PIL import Image, ImageFilter
 from tqdm import tqdm
 
 from bench.identify import micro_ap
-from bench.service import machine
+from bench.service import conv_throughput, machine
 from detectors.analyzer import InpaintingAnalyzer, InpaintingResult
 from indexer.config import Settings
 from indexer.model_bundle import ModelBundle
@@ -203,8 +203,10 @@ def pixel_scores(pred: np.ndarray | None, truth: np.ndarray) -> tuple[float, flo
 
 
 def latency(analyzer: InpaintingAnalyzer, samples: list[Sample], n: int) -> dict[str, float]:
+    """Milliseconds per query, median and p95, with the host's convolution throughput just
+    before and after (``conv_throughput``), so a run on a slowed host reads as one."""
     images = [Image.open(io.BytesIO(s.jpeg)).convert("RGB") for s in samples[:n]]
-    out = {}
+    out = {"host_gflops_before": conv_throughput(analyzer.device)}
     for name, localize in [("detect_ms", False), ("detect_localize_ms", True)]:
         analyzer.analyze(images[:1], localize=localize)  # warm-up
         times = []
@@ -225,6 +227,7 @@ def latency(analyzer: InpaintingAnalyzer, samples: list[Sample], n: int) -> dict
         analyzer.analyze([im], latents, localize=True, inputs=x)
         times.append((time.perf_counter() - start) * 1000)
     out["added_ms"], out["added_p95_ms"] = float(np.median(times)), float(np.percentile(times, 95))
+    out["host_gflops_after"] = conv_throughput(analyzer.device)
     return out
 
 
@@ -524,6 +527,10 @@ def to_markdown(r: dict) -> str:
                   f"{lat['detect_localize_p95_ms']:.0f} ms; added to a query as the service runs it (the "
                   f"embedder's view and latents reused, localization forced) {lat['added_ms']:.0f} / "
                   f"{lat['added_p95_ms']:.0f} ms."]
+    if "host_gflops_before" in lat:
+        lines[-1] += (f" The host's convolution throughput (`bench.service.conv_throughput`) was "
+                      f"{lat['host_gflops_before']:.0f} GFLOP/s before these timings and "
+                      f"{lat['host_gflops_after']:.0f} after.")
     return "\n".join(lines) + "\n"
 
 

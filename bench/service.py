@@ -67,6 +67,34 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}"
 
 
+def conv_throughput(device: torch.device | str = "cpu", repeats: int = 40) -> float:
+    """GFLOP/s of one fixed convolution on ``device`` now: a 3x3, 48 -> 48 channels over two
+    64 x 64 maps, channels-last float32 (a layer of the inpainting localizer's finest level).
+
+    The yardstick for latency figures. A shared host's speed moves by hours (the same models
+    measured 295 and 435 ms added per query on one 2-core EPYC, 80 minutes apart), and a
+    benchmark that prints its host's throughput beside its timings lets a reader tell a
+    slow spell from a slower model. The median over ``repeats`` runs after a warm-up. The
+    2-core EPYC of the benchmark tables measured 193 (its peak: 2 cores x 32 float32 FLOP
+    a cycle at 3 GHz) in an hour when the inpainting models added 283 ms to a query."""
+    device = torch.device(device)
+    conv = torch.nn.Conv2d(48, 48, 3, padding=1).to(device, memory_format=torch.channels_last).eval()
+    x = torch.randn(2, 48, 64, 64, device=device).contiguous(memory_format=torch.channels_last)
+    flops = 2 * x.shape[0] * 48 * 48 * 9 * 64 * 64
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 5):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            conv(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= 5:
+                times.append(time.perf_counter() - start)
+    return flops / sorted(times)[len(times) // 2] / 1e9
+
+
 #: Query configurations timed on the same index: (settings overrides, query set); the
 #: first is the service's default.
 CONFIGS = {

@@ -120,7 +120,11 @@ def test_benchmark_runs_on_a_directory_of_ones_own_photos(tmp_path):
     assert set(scores) == {"seen", "unseen mask", "unseen fill", "pristine", "globally edited"}
     assert all(len(g["probability"]) == len(g["photo"]) == 4 and set(g["photo"]) <= {0, 1, 2}
                for g in scores.values())
-    assert f"3 photos from {photos}" in (out / "inpainting.md").read_text()
+    latency = report["latency"]
+    assert latency["added_ms"] > 0 and latency["host_gflops_before"] > 0 and latency["host_gflops_after"] > 0
+    markdown = (out / "inpainting.md").read_text()
+    assert f"3 photos from {photos}" in markdown
+    assert f"was {latency['host_gflops_before']:.0f} GFLOP/s before these timings" in markdown
     assert (out / "inpainting_photos.png").is_file() and (out / "inpainting_masks.png").is_file()
 
 
