@@ -39,12 +39,13 @@ train-vae: fetch-data
 train-transform: fetch-data
 	$(BIN)/origin-id train-transform --origins 2000
 
-## Inpainting denoiser + detector + localizer (about four and a half hours on 2 cores): a photo stage and a
+## Inpainting denoiser + detector + localizer (about five hours on 2 cores): a photo stage and a
 ## graphics fine-tune with the three classical fills, then a fine-tune that adds the latent fill
 ## (diffusion-style) and the localizer trained on that detector, then a fine-tune of both with
 ## grain-heavy procedural fields in every batch (without them, latent-fill samples teach "a soft
-## region among grain is painted"), a last localizer fine-tune with those fields in its batches too, and
-## the verdict's copy-move term refit with a floor under which matches are chance (12 minutes).
+## region among grain is painted"), a localizer fine-tune with those fields in its batches too,
+## the verdict's copy-move term refit with a floor under which matches are chance (12 minutes), and
+## last the localizer narrowed (finest level 48 -> 32 channels) and fine-tuned, 45 ms less per query.
 CLASSIC_FILLS := telea,navier_stokes,patch_poisson
 train-detectors: fetch-data
 	$(BIN)/python -m training.train_detectors --fills $(CLASSIC_FILLS) --train-samples 12000 --denoiser-steps 600 \
@@ -70,6 +71,11 @@ train-detectors: fetch-data
 	$(BIN)/python -m training.train_detectors --train-samples 4000 --seed 41 --denoiser-steps 600 \
 		--init-detector indexer/default_model/inpainting/detector.safetensors --graphics-samples 600 --grain-samples 600 \
 		--detector-steps 0 --localizer-steps 0 --copy-move-floor 0.002
+	$(BIN)/python -m training.train_detectors --train-samples 4000 --seed 41 --denoiser-steps 600 \
+		--init-detector indexer/default_model/inpainting/detector.safetensors --graphics-samples 600 --grain-samples 600 \
+		--batch 28 --graphics-share 0.2 --grain-share 0.2 --detector-steps 0 --localizer-scenes \
+		--init-localizer indexer/default_model/inpainting/localizer.safetensors --localizer-widths 32,48,96 \
+		--localizer-steps 1000 --localizer-lr 1e-3
 
 ## Service benchmark: ingest rate and query latency at 10k references.
 bench-service: install

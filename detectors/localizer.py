@@ -15,7 +15,7 @@ predictions averaged.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -28,8 +28,13 @@ FORMAT = "origin-id/mask-diffusion-localizer/v2"
 @dataclass
 class LocalizerConfig:
     cond_channels: int = 36
+    #: Channels on the 64 x 64, 32 x 32 and 16 x 16 grids. The shipped localizer is 32, 48, 96: trained at
+    #: these defaults, then narrowed (``narrowed``) and fine-tuned, 45 ms less per query on 2 cores.
     widths: list[int] = field(default_factory=lambda: [48, 64, 96])
     train_timesteps: int = 1000
+    #: Input width of the timestep embedding (0 = ``widths[0]``); a localizer narrowed from a
+    #: wider one (``narrowed``) keeps the embedding it was trained with.
+    time_width: int = 0
     #: DDIM steps per view; ``sample_mirrored`` runs two views, so 10 x0 predictions in all.
     sample_steps: int = 5
     #: Averaged mask probability at or above which a pixel is called inpainted.
@@ -76,13 +81,51 @@ class _Block(nn.Module):
         return h + self.skip(x)
 
 
+def _by_group(score: torch.Tensor, keep: int, groups: int = 8) -> torch.Tensor:
+    """Indices of the ``keep // groups`` highest scores within each of ``groups`` equal groups, in order."""
+    per_group = score.reshape(groups, -1)
+    top = per_group.topk(keep // groups, 1).indices + torch.arange(groups)[:, None] * per_group.shape[1]
+    return top.flatten().sort().values
+
+
+@torch.no_grad()
+def _narrow_block(src: _Block, dst: _Block, inputs: torch.Tensor) -> torch.Tensor:
+    """Copy into ``dst`` the part of ``src`` that reads channels ``inputs`` of its input and
+    writes the channels ``_by_group`` keeps; returns the kept output channels."""
+    cout = dst.conv1.out_channels
+    inner = _by_group(src.norm1.weight.abs() * src.conv1.weight.flatten(1).norm(dim=1), cout)
+    if isinstance(src.skip, nn.Identity):  # the residual ties the output to the input channels
+        if not isinstance(dst.skip, nn.Identity):
+            raise ValueError("a block without a skip convolution cannot change its width")
+        outer = inputs
+    else:
+        outer = _by_group(src.norm2.weight.abs() * src.conv2.weight.flatten(1).norm(dim=1), cout)
+    dst.conv1.weight.copy_(src.conv1.weight[inner][:, inputs])
+    dst.conv1.bias.copy_(src.conv1.bias[inner])
+    dst.norm1.weight.copy_(src.norm1.weight[inner])
+    dst.norm1.bias.copy_(src.norm1.bias[inner])
+    dst.emb.weight.copy_(src.emb.weight[inner])
+    dst.emb.bias.copy_(src.emb.bias[inner])
+    dst.conv2.weight.copy_(src.conv2.weight[outer][:, inner])
+    dst.conv2.bias.copy_(src.conv2.bias[outer])
+    dst.norm2.weight.copy_(src.norm2.weight[outer])
+    dst.norm2.bias.copy_(src.norm2.bias[outer])
+    if not isinstance(src.skip, nn.Identity):
+        dst.skip.weight.copy_(src.skip.weight[outer][:, inputs])
+        dst.skip.bias.copy_(src.skip.bias[outer])
+    return outer
+
+
 class MaskDiffusionLocalizer(nn.Module):
     def __init__(self, config: LocalizerConfig):
         super().__init__()
         self.config = config
         w = config.widths
-        emb = w[0] * 2
-        self.time = nn.Sequential(nn.Linear(w[0], emb), nn.SiLU(), nn.Linear(emb, emb))
+        if len(w) != 3 or any(c % 8 for c in w):
+            raise ValueError(f"widths must be three multiples of 8 (GroupNorm of 8 groups), got {w}")
+        self.time_width = config.time_width or w[0]
+        emb = self.time_width * 2
+        self.time = nn.Sequential(nn.Linear(self.time_width, emb), nn.SiLU(), nn.Linear(emb, emb))
         self.enc = nn.ModuleList([_Block(2 + config.cond_channels, w[0], emb), _Block(w[0], w[1], emb),
                                   _Block(w[1], w[2], emb)])
         self.mid = _Block(w[2], w[2], emb)
@@ -92,7 +135,7 @@ class MaskDiffusionLocalizer(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Noisy (mask, edge) in [-1, 1] scale, timesteps, condition -> x0 logits (N, 2, H, W)."""
-        e = self.time(timestep_embedding(t, self.config.widths[0]))
+        e = self.time(timestep_embedding(t, self.time_width))
         h0 = self.enc[0](torch.cat([x_t, cond], 1), e)
         h1 = self.enc[1](nn.functional.avg_pool2d(h0, 2), e)
         h2 = self.enc[2](nn.functional.avg_pool2d(h1, 2), e)
@@ -100,6 +143,34 @@ class MaskDiffusionLocalizer(nn.Module):
         h = self.dec[0](torch.cat([nn.functional.interpolate(h, scale_factor=2.0), h1], 1), e)
         h = self.dec[1](torch.cat([nn.functional.interpolate(h, scale_factor=2.0), h0], 1), e)
         return self.out(h)
+
+    def narrowed(self, widths: list[int]) -> MaskDiffusionLocalizer:
+        """A localizer of ``widths`` (each at most this one's) started from this one's weights,
+        to be fine-tuned: every block keeps, within each of its GroupNorm groups, the channels
+        whose normalised output is largest (the norm's scale times the convolution's weight
+        norm), and the layers that read a block keep the inputs of those channels. The
+        timestep embedding is kept whole. Not the same function: the kept channels' group
+        statistics change, so it needs the fine-tune, but it starts from where this one is."""
+        old = self.config.widths
+        if len(widths) != len(old) or any(n > o for n, o in zip(widths, old)):
+            raise ValueError(f"cannot narrow widths {old} to {widths}")
+        narrow = MaskDiffusionLocalizer(replace(self.config, widths=list(widths), time_width=self.time_width))
+        narrow.time.load_state_dict(self.time.state_dict())
+        everything = torch.arange(2 + self.config.cond_channels)
+        kept_enc = []
+        inputs = everything
+        for src, dst in zip(self.enc, narrow.enc):
+            inputs = _narrow_block(src, dst, inputs)
+            kept_enc.append(inputs)
+        mid = _narrow_block(self.mid, narrow.mid, inputs)
+        # Decoder inputs: the upsampled path, then the encoder's skip of the same level.
+        inputs = mid
+        for (src, dst), skip, skip_offset in zip(zip(self.dec, narrow.dec), kept_enc[1::-1], old[2:0:-1]):
+            inputs = _narrow_block(src, dst, torch.cat([inputs, skip + skip_offset]))
+        with torch.no_grad():
+            narrow.out.weight.copy_(self.out.weight[:, inputs])
+            narrow.out.bias.copy_(self.out.bias)
+        return narrow.train(self.training)
 
     def training_loss(self, cond: torch.Tensor, mask: torch.Tensor,
                       generator: torch.Generator | None = None) -> torch.Tensor:

@@ -222,6 +222,13 @@ def test_localizer_fine_tuning_starts_from_a_localizer_of_the_same_condition(tmp
     with pytest.raises(ValueError, match="takes 12 condition channels, this detector gives 9"):
         initial_localizer(args, 9)
     assert initial_localizer(argparse.Namespace(init_localizer=None), 9).config.cond_channels == 9
+    # --localizer-widths: a new localizer of those widths, or the saved one narrowed to them.
+    fresh = initial_localizer(argparse.Namespace(init_localizer=None, localizer_widths=[32, 48, 96]), 9)
+    assert fresh.config.widths == [32, 48, 96] and fresh.config.time_width == 0
+    narrow = initial_localizer(argparse.Namespace(init_localizer=path, localizer_widths=[32, 48, 96]), 12)
+    assert narrow.config.widths == [32, 48, 96] and narrow.config.pixel_threshold == 0.45
+    assert narrow.config.training["narrowed_from"] == [48, 64, 96]
+    assert all(p.requires_grad for p in narrow.parameters())
 
 
 def test_training_samples_come_from_cached_chunks_with_their_own_seeds(tmp_path):

@@ -79,6 +79,7 @@ import io
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -515,13 +516,20 @@ def calibrate_detector(model: det.InpaintingDetector, val, lare_val, scene_sets:
 def initial_localizer(args, cond_channels: int) -> loc.MaskDiffusionLocalizer:
     """A new localizer, or (``--init-localizer``) a saved one to fine-tune on the new
     detector's conditions (same layout: a fine-tuned detector shifts its features, it does
-    not change their shape)."""
+    not change their shape). ``--localizer-widths``: the new one's widths, or those the saved
+    one is narrowed to (``MaskDiffusionLocalizer.narrowed``) before its fine-tune."""
+    widths = getattr(args, "localizer_widths", None)
     if not args.init_localizer:
-        return loc.MaskDiffusionLocalizer(loc.LocalizerConfig(cond_channels=cond_channels))
+        config = loc.LocalizerConfig(cond_channels=cond_channels)
+        return loc.MaskDiffusionLocalizer(replace(config, widths=widths) if widths else config)
     model = load_model(loc.MaskDiffusionLocalizer, loc.LocalizerConfig, args.init_localizer, loc.FORMAT)
     if model.config.cond_channels != cond_channels:
         raise ValueError(f"{args.init_localizer} takes {model.config.cond_channels} condition channels, "
                          f"this detector gives {cond_channels}")
+    if widths and widths != model.config.widths:
+        previous = model.config.widths
+        model = model.narrowed(widths)
+        model.config.training = {**model.config.training, "narrowed_from": previous}
     return model.requires_grad_(True)
 
 
@@ -534,6 +542,7 @@ def train_localizer(train, cond: np.ndarray, args, results: Path,
     model = initial_localizer(args, cond.shape[1])
     config = model.config
     previous = dict(config.training)
+    narrowed_from = previous.pop("narrowed_from", None)
     lr_max = args.localizer_lr or args.lr
     opt = torch.optim.AdamW(model.parameters(), lr=lr_max, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr_max, total_steps=args.localizer_steps,
@@ -569,6 +578,8 @@ def train_localizer(train, cond: np.ndarray, args, results: Path,
         config.training.update({f"{name}_samples": len(scene_sets[name][0]["label"]), f"{name}_per_batch": n})
     if args.init_localizer:
         config.training["fine_tuned_from"] = previous
+    if narrowed_from:
+        config.training["narrowed_from"] = narrowed_from
     return model.eval()
 
 
@@ -653,6 +664,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--init-localizer", type=Path, default=None,
                    help="a localizer.safetensors to fine-tune instead of training a new one")
     p.add_argument("--localizer-lr", type=float, default=0.0, help="peak localizer LR (0 = --lr)")
+    p.add_argument("--localizer-widths", type=lambda text: [int(w) for w in text.split(",")], default=None,
+                   help="the localizer's three widths, comma-separated (default 48,64,96); with "
+                        "--init-localizer, the saved one is narrowed to them before the fine-tune")
     for name, scene_set in SCENE_SETS.items():
         p.add_argument(f"--{name}-samples", type=int, default=0, help=scene_set.about)
         p.add_argument(f"--{name}-val-samples", type=int, default=300)
