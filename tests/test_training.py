@@ -272,7 +272,7 @@ def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle, cap
         "--train-samples", "32", "--val-samples", "16", "--denoiser-steps", "2", "--detector-steps", "2",
         "--localizer-steps", "2", "--eval-every", "2", "--batch", "8",
         "--graphics-samples", "8", "--graphics-val-samples", "4", "--grain-samples", "8", "--grain-val-samples", "4",
-        "--localizer-scenes",
+        "--localizer-scenes", "--localizer-widths", "32,48,96",
     ])
     analyzer = InpaintingAnalyzer.load(out, bundle.vae, vae_fingerprint=bundle.transform.config.vae_fingerprint)
     assert analyzer.detector.config.training["photos"] == {"source": str(photos.resolve()), "train": n_train,
@@ -292,6 +292,7 @@ def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle, cap
     localizer_training = analyzer.localizer.config.training
     assert (localizer_training["graphics_per_batch"], localizer_training["grain_per_batch"]) == (2, 2)
     assert (localizer_training["graphics_samples"], localizer_training["grain_samples"]) == (8, 8)
+    assert analyzer.localizer.config.widths == [32, 48, 96]  # a new localizer of those widths
     image = procedural_image(77, size=200)
     result = analyzer.analyze([image], localize=True)[0]
     assert 0.0 <= result.probability <= 1.0 and result.mask.shape == (200, 200)

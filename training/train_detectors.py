@@ -622,6 +622,11 @@ def training_photos(directory: Path | None, max_photos: int,
     return train_photos, val_photos, source, f"{fingerprint[:8]}-{photo_set_digest(train_photos + val_photos)}"
 
 
+def widths_list(text: str) -> list[int]:
+    """``--localizer-widths``: "32,48,96" -> [32, 48, 96]."""
+    return [int(width) for width in text.split(",")]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vae", default="indexer/default_model/vae")
@@ -664,7 +669,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--init-localizer", type=Path, default=None,
                    help="a localizer.safetensors to fine-tune instead of training a new one")
     p.add_argument("--localizer-lr", type=float, default=0.0, help="peak localizer LR (0 = --lr)")
-    p.add_argument("--localizer-widths", type=lambda text: [int(w) for w in text.split(",")], default=None,
+    p.add_argument("--localizer-widths", type=widths_list, default=None,
                    help="the localizer's three widths, comma-separated (default 48,64,96); with "
                         "--init-localizer, the saved one is narrowed to them before the fine-tune")
     for name, scene_set in SCENE_SETS.items():
