@@ -9,7 +9,9 @@ import torch
 
 from detectors import detector as det
 from detectors import localizer as loc
-from detectors.weights import save_model
+from detectors.denoiser import FORMAT as DENOISER_FORMAT
+from detectors.denoiser import DenoiserConfig, LatentDenoiser
+from detectors.weights import load_model, save_model
 from training.calibrate_transform import threshold_for_precision
 from training.data import SPLITS, procedural_image, split_of
 from training.edits import FAMILIES, apply
@@ -296,6 +298,19 @@ def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle, cap
     image = procedural_image(77, size=200)
     result = analyzer.analyze([image], localize=True)[0]
     assert 0.0 <= result.probability <= 1.0 and result.mask.shape == (200, 200)
+
+    # A fine-tune reads the LaRE maps of the denoiser beside its --init-detector, not a
+    # denoiser of its own (here the cached one is gone, and 3 steps would make another).
+    (work / f"denoiser-{tag}.safetensors").unlink()
+    refit = tmp_path / "refit"
+    train_detectors.main([
+        "--photos", str(photos), "--out", str(refit), "--work-dir", str(work), "--results", str(tmp_path / "res"),
+        "--train-samples", "32", "--val-samples", "16", "--denoiser-steps", "3", "--detector-steps", "0",
+        "--localizer-steps", "0", "--init-detector", str(out / "detector.safetensors")])
+    first, second = (load_model(LatentDenoiser, DenoiserConfig, d / "denoiser.safetensors", DENOISER_FORMAT)
+                     for d in (out, refit))
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert not (work / f"denoiser-{tag}.safetensors").exists()
 
     too_few = tmp_path / "two-photos"
     too_few.mkdir()

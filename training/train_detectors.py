@@ -44,7 +44,7 @@ asks for more samples, starts from there):
    (with ``--localizer-scenes``, the scene sets take the same shares of its batches);
    its ``pixel_threshold`` is the cut with the best mean F1 on val positives.
 
-The shipped models come from six runs (``make train-detectors``): the photo
+The shipped models come from eight runs (``make train-detectors``): the photo
 stage (``--localizer-steps 0``: denoiser and detector only) and a fine-tune of
 its detector with graphics in every batch, both with the three classical fills;
 then a short fine-tune with the ``latent`` fill added (diffusion-style fills:
@@ -55,7 +55,11 @@ grain-heavy fields in every batch, and of the localizer on its conditions
 pristine crops of a grainy micrograph flagged, where the same fine-tune without
 the grain fields flags 15); then a last fine-tune of the localizer with the
 procedural scene sets in its batches too (``--localizer-scenes``; test pixel F1
-seen / unseen mask / unseen fill 0.640 / 0.577 / 0.492 -> 0.653 / 0.603 / 0.512).
+seen / unseen mask / unseen fill 0.640 / 0.577 / 0.492 -> 0.653 / 0.603 / 0.512); a refit
+of the verdict's copy-move term with a floor (``--copy-move-floor``); and last that
+localizer narrowed from widths 48 / 64 / 96 to 32 / 48 / 96 and fine-tuned
+(``--localizer-widths``: 0.651 / 0.596 / 0.521, 45 ms less per query). A run with
+``--init-detector`` reads the LaRE maps of the denoiser saved beside that detector.
 ``--trace-bands 2`` widens a detector to a second residual band before its
 fine-tune, ``--scale-view 192`` has its verdict also read a 192 px view (with
 ``--detector-steps 0``: refit and recalibrated only), and ``--scale-augment``
@@ -622,6 +626,17 @@ def training_photos(directory: Path | None, max_photos: int,
     return train_photos, val_photos, source, f"{fingerprint[:8]}-{photo_set_digest(train_photos + val_photos)}"
 
 
+def denoiser_beside(detector_path: Path | None) -> den.LatentDenoiser | None:
+    """The latent denoiser saved beside ``--init-detector`` (its directory's
+    ``denoiser.safetensors``), or None. A fine-tune must read the LaRE maps its detector was
+    trained on; a denoiser trained on this run's own samples (a fresh ``--work-dir``, or
+    one's own photos) would be another network, and nothing in the detector's checkpoint
+    would tell."""
+    if detector_path is None or not (path := Path(detector_path).parent / FILES["denoiser"]).is_file():
+        return None
+    return load_model(den.LatentDenoiser, den.DenoiserConfig, path, den.FORMAT)
+
+
 def widths_list(text: str) -> list[int]:
     """``--localizer-widths``: "32,48,96" -> [32, 48, 96]."""
     return [int(width) for width in text.split(",")]
@@ -714,6 +729,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.lare_unet:
         denoiser = UNetLare.from_pretrained(args.lare_unet, float(vae.config.scaling_factor), args.lare_prompt)
+    elif (beside := denoiser_beside(args.init_detector)) is not None:
+        denoiser = beside
+        print(f"LaRE maps: the latent denoiser beside {args.init_detector}")
     else:
         denoiser_path = args.work_dir / f"denoiser-{tag}.safetensors"
         if denoiser_path.exists():
