@@ -93,10 +93,11 @@ def _narrow_block(src: _Block, dst: _Block, inputs: torch.Tensor) -> torch.Tenso
     """Copy into ``dst`` the part of ``src`` that reads channels ``inputs`` of its input and
     writes the channels ``_by_group`` keeps; returns the kept output channels."""
     cout = dst.conv1.out_channels
+    if isinstance(src.skip, nn.Identity) != isinstance(dst.skip, nn.Identity):
+        raise ValueError(f"a block of {src.conv1.in_channels} -> {src.conv1.out_channels} channels cannot become "
+                         f"{dst.conv1.in_channels} -> {cout}: its skip would change from or to a plain residual")
     inner = _by_group(src.norm1.weight.abs() * src.conv1.weight.flatten(1).norm(dim=1), cout)
     if isinstance(src.skip, nn.Identity):  # the residual ties the output to the input channels
-        if not isinstance(dst.skip, nn.Identity):
-            raise ValueError("a block without a skip convolution cannot change its width")
         outer = inputs
     else:
         outer = _by_group(src.norm2.weight.abs() * src.conv2.weight.flatten(1).norm(dim=1), cout)

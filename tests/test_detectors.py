@@ -173,6 +173,8 @@ def test_a_narrowed_localizer_starts_from_the_wide_ones_weights(tmp_path):
     assert loaded.config.time_width == 48 and torch.equal(loaded(x, t, cond), narrow(x, t, cond))
     with pytest.raises(ValueError, match="cannot narrow widths"):
         wide.narrowed([64, 64, 96])
+    with pytest.raises(ValueError, match="its skip would change"):  # 32 -> 32 would be a plain residual
+        wide.narrowed([32, 32, 96])
     with pytest.raises(ValueError, match="multiples of 8"):
         loc.MaskDiffusionLocalizer(loc.LocalizerConfig(widths=[20, 48, 96]))
 

@@ -216,14 +216,15 @@ def test_localizer_fine_tuning_starts_from_a_localizer_of_the_same_condition(tmp
     saved = loc.MaskDiffusionLocalizer(loc.LocalizerConfig(cond_channels=12, pixel_threshold=0.45))
     path = tmp_path / "localizer.safetensors"
     save_model(saved, path, loc.FORMAT)
-    args = argparse.Namespace(init_localizer=path)
+    args = argparse.Namespace(init_localizer=path, localizer_widths=None)
     model = initial_localizer(args, 12)
     assert model.config.pixel_threshold == 0.45
     assert all(p.requires_grad for p in model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values()))
     with pytest.raises(ValueError, match="takes 12 condition channels, this detector gives 9"):
         initial_localizer(args, 9)
-    assert initial_localizer(argparse.Namespace(init_localizer=None), 9).config.cond_channels == 9
+    new = initial_localizer(argparse.Namespace(init_localizer=None, localizer_widths=None), 9)
+    assert new.config.cond_channels == 9
     # --localizer-widths: a new localizer of those widths, or the saved one narrowed to them.
     fresh = initial_localizer(argparse.Namespace(init_localizer=None, localizer_widths=[32, 48, 96]), 9)
     assert fresh.config.widths == [32, 48, 96] and fresh.config.time_width == 0

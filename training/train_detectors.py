@@ -522,7 +522,7 @@ def initial_localizer(args, cond_channels: int) -> loc.MaskDiffusionLocalizer:
     detector's conditions (same layout: a fine-tuned detector shifts its features, it does
     not change their shape). ``--localizer-widths``: the new one's widths, or those the saved
     one is narrowed to (``MaskDiffusionLocalizer.narrowed``) before its fine-tune."""
-    widths = getattr(args, "localizer_widths", None)
+    widths = args.localizer_widths
     if not args.init_localizer:
         config = loc.LocalizerConfig(cond_channels=cond_channels)
         return loc.MaskDiffusionLocalizer(replace(config, widths=widths) if widths else config)
