@@ -77,6 +77,26 @@ def test_detector_augmentation_moves_every_map_together_and_relabels_cut_regions
     assert 0 < sum(labels) < n  # some crops keep the square, some cut it out
 
 
+def test_a_whole_view_crop_keeps_every_painted_pixel_under_the_dihedral_transforms():
+    """``crop=256`` (``--train-crop 256``): the whole view, so no sample loses its label, and
+    the maps still turn and mirror together."""
+    masks = np.zeros((1, 256, 256), bool)
+    masks[0, 8:40, 8:40] = True  # the corner square a 192 px crop can cut out
+    x = np.where(masks[..., None], 255, 0).astype(np.uint8).repeat(3, -1)
+    data = {"x": x, "error": (masks[:, None] * np.ones((1, 3, 1, 1))).astype(np.float16), "mask": masks,
+            "label": np.ones(1, bool)}
+    lare = np.repeat(masks[:, None, ::8, ::8], 4, 1).astype(np.float16)
+    rng = np.random.default_rng(0)
+    corners = set()
+    for _ in range(16):
+        xi, err, lr, mask, y = batch_tensors(data, np.array([0]), lare, rng, crop=256)
+        assert xi.shape[-2:] == err.shape[-2:] == mask.shape[-2:] == (256, 256) and lr.shape[-2:] == (32, 32)
+        assert float(y) == 1.0 and float(mask.sum()) == 32 * 32
+        assert torch.equal(xi[0, 0] > 0, mask[0, 0] > 0) and torch.equal(lr[0, 0] > 0, mask[0, 0, ::8, ::8] > 0)
+        corners.add(tuple(map(int, mask[0, 0].nonzero()[0])))
+    assert len(corners) > 1
+
+
 def test_scaled_batches_show_the_whole_view_taken_down_as_the_scale_view_reads_it():
     """``scaled``: no crop; image, error and mask taken down to ``TRAIN_CROP`` by area (the
     mask cut at half), the LaRE map whole, every map under the same dihedral transform."""

@@ -64,7 +64,8 @@ localizer narrowed from widths 48 / 64 / 96 to 32 / 48 / 96 and fine-tuned
 fine-tune, ``--scale-view 192`` has its verdict also read a 192 px view (with
 ``--detector-steps 0``: refit and recalibrated only), and ``--scale-augment``
 shows a share of the batches whole views taken down to the crop size (the reduced
-view's input); all three measured on the shipped models and not shipped (docs/inpainting-history.md).
+view's input), and ``--train-crop 256`` trains on whole views instead of ``TRAIN_CROP`` crops;
+all four measured on the shipped models and not shipped (docs/inpainting-history.md).
 ``--init-localizer`` continues from a saved localizer
 instead (with ``--init-detector``: a fine-tune of both, e.g. on one's own
 photos with ``--photos``). Measured (``bench.inpainting``): the graphics
@@ -240,11 +241,11 @@ TRAIN_CROP = 192
 
 
 def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, lare: np.ndarray,
-                  rng: np.random.Generator | None = None, scaled: bool = False):
+                  rng: np.random.Generator | None = None, scaled: bool = False, crop: int = TRAIN_CROP):
     """Tensors of samples ``idx``; with ``rng``, the same random dihedral transform and
-    ``TRAIN_CROP`` crop (aligned to the latent grid) for every map of a batch. ``scaled``:
-    the whole view taken down to ``TRAIN_CROP`` instead of a crop (image, pixel error and
-    mask by area, the LaRE map as it is), as ``InpaintingDetector.scale_logits`` reads it."""
+    ``crop`` px crop (aligned to the latent grid; 256 = the whole view) for every map of a
+    batch. ``scaled``: the whole view taken down to ``crop`` instead of a crop (image, pixel
+    error and mask by area, the LaRE map as it is), as ``InpaintingDetector.scale_logits`` reads it."""
     x = torch.from_numpy(data["x"][idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
     err = torch.from_numpy(data["error"][idx].astype(np.float32))
     lr = torch.from_numpy(lare[idx].astype(np.float32))
@@ -254,13 +255,13 @@ def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, lare: np.ndarray
         k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
         x, err, lr, mask = (torch.rot90(t.flip(-1) if flip else t, k, (2, 3)) for t in (x, err, lr, mask))
         if scaled:
-            x, err, mask = (F.interpolate(t, size=(TRAIN_CROP, TRAIN_CROP), mode="area") for t in (x, err, mask))
+            x, err, mask = (F.interpolate(t, size=(crop, crop), mode="area") for t in (x, err, mask))
             mask = (mask >= 0.5).float()
         else:
-            cells = (x.shape[-1] - TRAIN_CROP) // 8
+            cells = (x.shape[-1] - crop) // 8
             oy, ox = (int(v) for v in rng.integers(0, cells + 1, 2))
-            x, err, mask = (t[..., oy * 8:oy * 8 + TRAIN_CROP, ox * 8:ox * 8 + TRAIN_CROP] for t in (x, err, mask))
-            lr = lr[..., oy:oy + TRAIN_CROP // 8, ox:ox + TRAIN_CROP // 8]
+            x, err, mask = (t[..., oy * 8:oy * 8 + crop, ox * 8:ox * 8 + crop] for t in (x, err, mask))
+            lr = lr[..., oy:oy + crop // 8, ox:ox + crop // 8]
         y = y * (mask.sum((1, 2, 3)) >= 16)  # the crop cut the painted region out: nothing painted left
     return x, err, lr, mask, y
 
@@ -444,10 +445,12 @@ def train_detector(train, val, lare_train, lare_val, args, results: Path, finger
         model.train()
         # Drawn only when asked for, so runs without it keep their random stream.
         scaled = bool(args.scale_augment and rng.random() < args.scale_augment)
-        parts = [batch_tensors(train, rng.integers(0, len(train["label"]), n_photos), lare_train, rng, scaled)]
+        parts = [batch_tensors(train, rng.integers(0, len(train["label"]), n_photos), lare_train, rng, scaled,
+                               args.train_crop)]
         for name, n in per_batch.items():
             data, lare = scene_sets[name]
-            parts.append(batch_tensors(data, rng.integers(0, len(data["label"]), n), lare, rng, scaled))
+            parts.append(batch_tensors(data, rng.integers(0, len(data["label"]), n), lare, rng, scaled,
+                                       args.train_crop))
         x, err, lr, mask, y = (torch.cat(t) for t in zip(*parts))
         out = model(x, err, lr)
         mask64 = (F.avg_pool2d(mask, 4) >= 0.5).float()
@@ -471,6 +474,8 @@ def train_detector(train, val, lare_train, lare_val, args, results: Path, finger
                        "train_samples": len(train["label"]), "best_val_auc": round(best[0], 4)}
     if args.scale_augment:
         config.training["scale_augment"] = args.scale_augment
+    if args.train_crop != TRAIN_CROP:
+        config.training["train_crop"] = args.train_crop
     for name, n in per_batch.items():
         config.training.update({f"{name}_samples": len(scene_sets[name][0]["label"]), f"{name}_per_batch": n})
     if args.init_detector:
@@ -672,6 +677,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale-view", type=int, default=None,
                    help="side (px) of the reduced view the verdict also reads, with its mirror "
                         "(0 = none; default: the --init-detector's own, none for a new detector)")
+    p.add_argument("--train-crop", type=int, default=TRAIN_CROP,
+                   help="side (px, a multiple of 8, at most 256) of the detector's random training crops; "
+                        "256 = the whole view the service reads")
     p.add_argument("--scale-augment", type=float, default=0.0,
                    help="share of detector batches that show whole views taken down to the training crop's "
                         "size instead of crops (the reduced view --scale-view reads)")
@@ -704,6 +712,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.localizer_scenes and not any(getattr(args, f"{name}_samples") for name in SCENE_SETS):
         p.error("--localizer-scenes needs scene samples: " + " or ".join(f"--{n}-samples" for n in SCENE_SETS))
+    if not 16 <= args.train_crop <= 256 or args.train_crop % 8:
+        p.error(f"--train-crop must be a multiple of 8 from 16 to 256, got {args.train_crop}")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
