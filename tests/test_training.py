@@ -55,14 +55,20 @@ def test_every_edit_family_is_deterministic_per_seed():
         assert np.array_equal(np.asarray(a), np.asarray(b)), name
 
 
-def test_detector_augmentation_moves_every_map_together_and_relabels_cut_regions():
-    n = 64
+def _painted_views(n: int, rows: slice, cols: slice):
+    """``n`` 256 px samples whose only non-zero pixels (image, error and latent-grid LaRE map
+    alike) are one painted rectangle: each map shows where a transform or crop put it."""
     masks = np.zeros((n, 256, 256), bool)
-    masks[:, 8:40, 8:40] = True  # a painted square near one corner: some crops miss it
+    masks[:, rows, cols] = True
     x = np.where(masks[..., None], 255, 0).astype(np.uint8).repeat(3, -1)
     data = {"x": x, "error": (masks[:, None] * np.ones((1, 3, 1, 1))).astype(np.float16), "mask": masks,
             "label": np.ones(n, bool)}
-    lare = np.repeat(masks[:, None, ::8, ::8], 4, 1).astype(np.float16)  # the mask on the latent grid
+    return data, np.repeat(masks[:, None, ::8, ::8], 4, 1).astype(np.float16)
+
+
+def test_detector_augmentation_moves_every_map_together_and_relabels_cut_regions():
+    n = 64
+    data, lare = _painted_views(n, slice(8, 40), slice(8, 40))  # near one corner: some crops miss it
     rng = np.random.default_rng(0)
     labels = []
     for i in range(n):
@@ -80,12 +86,7 @@ def test_detector_augmentation_moves_every_map_together_and_relabels_cut_regions
 def test_a_whole_view_crop_keeps_every_painted_pixel_under_the_dihedral_transforms():
     """``crop=256`` (``--train-crop 256``): the whole view, so no sample loses its label, and
     the maps still turn and mirror together."""
-    masks = np.zeros((1, 256, 256), bool)
-    masks[0, 8:40, 8:40] = True  # the corner square a 192 px crop can cut out
-    x = np.where(masks[..., None], 255, 0).astype(np.uint8).repeat(3, -1)
-    data = {"x": x, "error": (masks[:, None] * np.ones((1, 3, 1, 1))).astype(np.float16), "mask": masks,
-            "label": np.ones(1, bool)}
-    lare = np.repeat(masks[:, None, ::8, ::8], 4, 1).astype(np.float16)
+    data, lare = _painted_views(1, slice(8, 40), slice(8, 40))  # the corner square a 192 px crop can cut out
     rng = np.random.default_rng(0)
     corners = set()
     for _ in range(16):
@@ -100,12 +101,8 @@ def test_a_whole_view_crop_keeps_every_painted_pixel_under_the_dihedral_transfor
 def test_scaled_batches_show_the_whole_view_taken_down_as_the_scale_view_reads_it():
     """``scaled``: no crop; image, error and mask taken down to ``TRAIN_CROP`` by area (the
     mask cut at half), the LaRE map whole, every map under the same dihedral transform."""
-    masks = np.zeros((1, 256, 256), bool)
-    masks[0, 8:72, 16:48] = True  # away from the centre and not symmetric: a transform moves it
-    x = np.where(masks[..., None], 255, 0).astype(np.uint8).repeat(3, -1)
-    data = {"x": x, "error": (masks[:, None] * np.ones((1, 3, 1, 1))).astype(np.float16), "mask": masks,
-            "label": np.ones(1, bool)}
-    lare = np.repeat(masks[:, None, ::8, ::8], 4, 1).astype(np.float16)
+    # Away from the centre and not symmetric: a transform moves it.
+    data, lare = _painted_views(1, slice(8, 72), slice(16, 48))
     rng = np.random.default_rng(3)
     seen = set()
     for _ in range(16):
