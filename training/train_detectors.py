@@ -678,7 +678,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="side (px) of the reduced view the verdict also reads, with its mirror "
                         "(0 = none; default: the --init-detector's own, none for a new detector)")
     p.add_argument("--train-crop", type=int, default=TRAIN_CROP,
-                   help="side (px, a multiple of 8, at most 256) of the detector's random training crops; "
+                   help="side (px, a multiple of 16, at most 256) of the detector's random training crops; "
                         "256 = the whole view the service reads")
     p.add_argument("--scale-augment", type=float, default=0.0,
                    help="share of detector batches that show whole views taken down to the training crop's "
@@ -712,8 +712,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.localizer_scenes and not any(getattr(args, f"{name}_samples") for name in SCENE_SETS):
         p.error("--localizer-scenes needs scene samples: " + " or ".join(f"--{n}-samples" for n in SCENE_SETS))
-    if not 16 <= args.train_crop <= 256 or args.train_crop % 8:
-        p.error(f"--train-crop must be a multiple of 8 from 16 to 256, got {args.train_crop}")
+    if not 16 <= args.train_crop <= 256 or args.train_crop % 16:  # the detector wants multiples of 16
+        p.error(f"--train-crop must be a multiple of 16 from 16 to 256, got {args.train_crop}")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
