@@ -104,7 +104,7 @@ from detectors.query_mask import upsample_probability
 from detectors.unet_lare import UNetLare
 from detectors.weights import load_model, save_model
 from indexer.transform import vae_fingerprint
-from indexer.vae import load_vae, preprocess
+from indexer.vae import INPUT_SIZE, load_vae, preprocess
 from training.data import (
     allowed_photos,
     grainy_image,
@@ -712,8 +712,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.localizer_scenes and not any(getattr(args, f"{name}_samples") for name in SCENE_SETS):
         p.error("--localizer-scenes needs scene samples: " + " or ".join(f"--{n}-samples" for n in SCENE_SETS))
-    if not 16 <= args.train_crop <= 256 or args.train_crop % 16:  # the detector wants multiples of 16
-        p.error(f"--train-crop must be a multiple of 16 from 16 to 256, got {args.train_crop}")
+    if not 16 <= args.train_crop <= INPUT_SIZE or args.train_crop % 16:  # the detector wants multiples of 16
+        p.error(f"--train-crop must be a multiple of 16 from 16 to {INPUT_SIZE} (the view), got {args.train_crop}")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
