@@ -343,3 +343,10 @@ def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle, cap
                               str(tmp_path / "y"), "--localizer-scenes"])
     assert "--localizer-scenes needs scene samples" in capsys.readouterr().err
     assert not (tmp_path / "w2").exists() and not (tmp_path / "y").exists()
+    # A training crop the detector cannot take (off its 16 px stride, or past the view): refused too.
+    for crop in ("200", "272"):
+        with pytest.raises(SystemExit):
+            train_detectors.main(["--photos", str(photos), "--work-dir", str(tmp_path / "w3"), "--out",
+                                  str(tmp_path / "z"), "--train-crop", crop])
+        assert f"--train-crop must be a multiple of 16 from 16 to 256 (the view), got {crop}" in capsys.readouterr().err
+    assert not (tmp_path / "w3").exists() and not (tmp_path / "z").exists()

@@ -678,8 +678,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="side (px) of the reduced view the verdict also reads, with its mirror "
                         "(0 = none; default: the --init-detector's own, none for a new detector)")
     p.add_argument("--train-crop", type=int, default=TRAIN_CROP,
-                   help="side (px, a multiple of 16, at most 256) of the detector's random training crops; "
-                        "256 = the whole view the service reads")
+                   help=f"side (px, a multiple of 16, at most {INPUT_SIZE}) of the detector's random training "
+                        f"crops; {INPUT_SIZE} = the whole view the service reads")
     p.add_argument("--scale-augment", type=float, default=0.0,
                    help="share of detector batches that show whole views taken down to the training crop's "
                         "size instead of crops (the reduced view --scale-view reads)")
