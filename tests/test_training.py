@@ -1,6 +1,7 @@
 """Training helpers that decide what data a model sees: splits, augmentation and calibration."""
 
 import argparse
+import copy
 import json
 
 import numpy as np
@@ -350,3 +351,56 @@ def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle, cap
                                   str(tmp_path / "z"), "--train-crop", crop])
         assert f"--train-crop must be a multiple of 16 from 16 to 256 (the view), got {crop}" in capsys.readouterr().err
     assert not (tmp_path / "w3").exists() and not (tmp_path / "z").exists()
+
+
+def test_lare_map_is_the_served_lare_map_with_gradients():
+    torch.manual_seed(0)
+    denoiser = LatentDenoiser(DenoiserConfig(width=16, blocks=1)).eval()
+    z = torch.randn(3, 4, 8, 8)
+    with_grad = denoiser.lare_map(z, seed=5)
+    assert torch.allclose(with_grad.detach(), denoiser.lare(z, seed=5))
+    with_grad.mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in denoiser.inp.parameters())
+
+
+def test_joint_training_moves_the_denoiser_and_saves_the_one_it_calibrated_with(tmp_path, bundle, capsys):
+    """``--joint-denoiser-lr``: End4's joint fine-tune. The denoiser saved beside the detector
+    is the trained one, and the verdict's calibration was read from its maps."""
+    from detectors.analyzer import InpaintingAnalyzer
+    from training import train_detectors
+
+    photos = tmp_path / "archive"
+    photos.mkdir()
+    for seed in range(30, 39):
+        procedural_image(seed, size=288).save(photos / f"scene{seed}.png")
+    common = ["--photos", str(photos), "--work-dir", str(tmp_path / "work"), "--results", str(tmp_path / "res"),
+              "--train-samples", "24", "--val-samples", "12", "--denoiser-steps", "2", "--batch", "6",
+              "--eval-every", "2"]
+    first = tmp_path / "first"
+    train_detectors.main([*common, "--out", str(first), "--detector-steps", "2", "--localizer-steps", "0"])
+    joint = tmp_path / "joint"
+    train_detectors.main([*common, "--out", str(joint), "--init-detector", str(first / "detector.safetensors"),
+                                   "--detector-steps", "2", "--localizer-steps", "2",
+                                   "--joint-denoiser-lr", "1e-2", "--denoiser-reg", "0.5"])
+    before, after = (load_model(LatentDenoiser, DenoiserConfig, d / "denoiser.safetensors", DENOISER_FORMAT)
+                     for d in (first, joint))
+    assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+    analyzer = InpaintingAnalyzer.load(joint, bundle.vae, vae_fingerprint=bundle.transform.config.vae_fingerprint)
+    assert analyzer.detector.config.training["joint_denoiser"] == {"lr": 1e-2, "reg": 0.5}
+    # Calibrated on the new denoiser's maps, not on the maps of the one it started from.
+    val = dict(np.load(next((tmp_path / "work").glob("val-*-12.npz"))))
+    thresholds = []
+    for denoiser in (after, before):
+        again = copy.deepcopy(analyzer.detector)
+        calibrate_detector(again, val, train_detectors.lare_maps(denoiser, val))
+        thresholds.append(again.config.threshold)
+    assert thresholds[0] == analyzer.detector.config.threshold != thresholds[1]
+    result = analyzer.analyze([procedural_image(77, size=200)], localize=True)[0]
+    assert 0.0 <= result.probability <= 1.0 and result.mask.shape == (200, 200)
+    # A pretrained UNet is not trained here, and there is nothing to train with it at 0 detector steps.
+    with pytest.raises(SystemExit):
+        train_detectors.main([*common, "--out", str(tmp_path / "x"), "--detector-steps", "0",
+                                       "--init-detector", str(first / "detector.safetensors"),
+                                       "--joint-denoiser-lr", "1e-3"])
+    assert "--joint-denoiser-lr trains the latent denoiser with the detector" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -65,7 +65,9 @@ fine-tune, ``--scale-view 192`` has its verdict also read a 192 px view (with
 ``--detector-steps 0``: refit and recalibrated only), and ``--scale-augment``
 shows a share of the batches whole views taken down to the crop size (the reduced
 view's input), and ``--train-crop 256`` trains on whole views instead of ``TRAIN_CROP`` crops;
-all four measured on the shipped models and not shipped (docs/inpainting-history.md).
+all four measured on the shipped models and not shipped (docs/inpainting-history.md);
+so was ``--joint-denoiser-lr``, End4's joint training: the latent denoiser trained with
+the detector through each batch's LaRE maps (``JointDenoiser``).
 ``--init-localizer`` continues from a saved localizer
 instead (with ``--init-detector``: a fine-tune of both, e.g. on one's own
 photos with ``--photos``). Measured (``bench.inpainting``): the graphics
@@ -98,7 +100,7 @@ from bench.inpainting import pixel_scores, roc_auc
 from detectors import denoiser as den
 from detectors import detector as det
 from detectors import localizer as loc
-from detectors.analyzer import FILES, InpaintingAnalyzer, save_lare_source
+from detectors.analyzer import FILES, InpaintingAnalyzer, LareSource, save_lare_source
 from detectors.copy_move import CopyMoveSearch
 from detectors.query_mask import upsample_probability
 from detectors.unet_lare import UNetLare
@@ -240,15 +242,17 @@ def load_train_chunks(work_dir: Path, tag: str, n: int, seed: int, build,
 TRAIN_CROP = 192
 
 
-def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, lare: np.ndarray,
+def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, lare: np.ndarray | torch.Tensor,
                   rng: np.random.Generator | None = None, scaled: bool = False, crop: int = TRAIN_CROP):
-    """Tensors of samples ``idx``; with ``rng``, the same random dihedral transform and
+    """Tensors of samples ``idx``. ``lare``: the LaRE maps of every sample of ``data`` (an
+    array), or of samples ``idx`` alone (a tensor, as joint training computes them, with
+    gradients). With ``rng``, the same random dihedral transform and
     ``crop`` px crop (aligned to the latent grid; 256 = the whole view) for every map of a
     batch. ``scaled``: the whole view taken down to ``crop`` instead of a crop (image, pixel
     error and mask by area, the LaRE map as it is), as ``InpaintingDetector.scale_logits`` reads it."""
     x = torch.from_numpy(data["x"][idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
     err = torch.from_numpy(data["error"][idx].astype(np.float32))
-    lr = torch.from_numpy(lare[idx].astype(np.float32))
+    lr = lare if isinstance(lare, torch.Tensor) else torch.from_numpy(lare[idx].astype(np.float32))
     mask = torch.from_numpy(data["mask"][idx]).float()[:, None]
     y = torch.from_numpy(data["label"][idx]).float()
     if rng is not None:
@@ -416,13 +420,57 @@ def batch_shares(args, scene_sets) -> tuple[int, dict[str, int]]:
     return n_photos, per_batch
 
 
+def lare_maps(denoiser: LareSource, data: dict[str, np.ndarray], desc: str = "LaRE maps") -> np.ndarray:
+    """The LaRE maps (float16) of every sample's latent, 64 at a time on the denoiser's device."""
+    device = next(denoiser.parameters()).device
+    out = []
+    for start in tqdm(range(0, len(data["latent"]), 64), desc=desc, unit="batch", dynamic_ncols=True, leave=False):
+        z = torch.from_numpy(data["latent"][start:start + 64].astype(np.float32)).to(device)
+        out.append(denoiser.lare(z).cpu().half().numpy())
+    return np.concatenate(out)
+
+
+class JointDenoiser:
+    """End4's joint training, in the detector's training loop: the latent denoiser trains with
+    the detector (``--joint-denoiser-lr``), each batch's LaRE maps computed with gradients
+    (the served fixed-seed draws), and its own noise-prediction loss on the batch's pristine
+    latents added (``--denoiser-reg``) so it stays a denoiser. Its val maps are recomputed at
+    every evaluation, and the best evaluation keeps the denoiser's weights with the detector's.
+    Measured in docs/inpainting-history.md."""
+
+    def __init__(self, denoiser: den.LatentDenoiser, lr: float, reg: float, seed: int):
+        if not isinstance(denoiser, den.LatentDenoiser):
+            raise ValueError("joint training needs the project's latent denoiser, not a pretrained UNet")
+        self.denoiser, self.lr, self.reg = denoiser.requires_grad_(True), lr, reg
+        self.generator = torch.Generator().manual_seed(seed)
+        self.pristine: list[torch.Tensor] = []
+
+    def maps(self, data: dict[str, np.ndarray], idx: np.ndarray) -> torch.Tensor:
+        """LaRE maps of samples ``idx`` with gradients; their pristine latents are kept for the regulariser."""
+        self.denoiser.train()
+        z = torch.from_numpy(data["latent"][idx].astype(np.float32))
+        self.pristine.append(z[~torch.from_numpy(data["label"][idx].astype(bool))])
+        return self.denoiser.lare_map(z)
+
+    def regulariser(self) -> torch.Tensor:
+        """The denoiser's noise-prediction loss on this batch's pristine latents (randomly mirrored)."""
+        z = torch.cat(self.pristine)
+        self.pristine = []
+        if not self.reg or not len(z):
+            return torch.zeros(())
+        z = torch.where(torch.rand(len(z), 1, 1, 1, generator=self.generator) < 0.5, z, z.flip(-1))
+        return self.reg * self.denoiser.training_loss(z, self.generator)
+
+
 def train_detector(train, val, lare_train, lare_val, args, results: Path, fingerprint: str,
-                   scene_sets: dict | None = None, lare_source: str = ""):
+                   scene_sets: dict | None = None, lare_source: str = "", joint: JointDenoiser | None = None):
     """The detector network, the checkpoint with the best val AUC; ``main`` then fits the
     copy-move fusion and calibrates the fused verdict. ``scene_sets``: name -> (train
     samples, their LaRE maps) of the procedural scene sets, each the source of
     ``round(batch * share)`` samples of every batch (share: ``args.<name>_share``).
-    ``lare_source``: "" for the latent denoiser's maps, else the pipeline whose UNet made them."""
+    ``lare_source``: "" for the latent denoiser's maps, else the pipeline whose UNet made them.
+    ``joint``: train the latent denoiser too (its maps then come from it, batch by batch;
+    the fixed maps passed in are not read, and the denoiser ends at the best evaluation's weights)."""
     model = initial_detector(args, fingerprint, lare_source)
     if not args.detector_steps:  # refit only the verdict's fusion and calibration (in main)
         if not args.init_detector:
@@ -431,9 +479,12 @@ def train_detector(train, val, lare_train, lare_val, args, results: Path, finger
     config = model.config
     previous = dict(config.training)
     lr_max = args.detector_lr or args.lr
-    opt = torch.optim.AdamW(model.parameters(), lr=lr_max, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr_max, total_steps=args.detector_steps,
-                                                pct_start=0.05)
+    groups = [{"params": model.parameters(), "lr": lr_max}]
+    if joint:
+        groups.append({"params": joint.denoiser.parameters(), "lr": joint.lr})
+    opt = torch.optim.AdamW(groups, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups],
+                                                total_steps=args.detector_steps, pct_start=0.05)
     rng = np.random.default_rng(args.seed)
     n_photos, per_batch = batch_shares(args, scene_sets or {})
     history, best = [], (-1.0, None)
@@ -445,11 +496,10 @@ def train_detector(train, val, lare_train, lare_val, args, results: Path, finger
         model.train()
         # Drawn only when asked for, so runs without it keep their random stream.
         scaled = bool(args.scale_augment and rng.random() < args.scale_augment)
-        parts = [batch_tensors(train, rng.integers(0, len(train["label"]), n_photos), lare_train, rng, scaled,
-                               args.train_crop)]
-        for name, n in per_batch.items():
-            data, lare = scene_sets[name]
-            parts.append(batch_tensors(data, rng.integers(0, len(data["label"]), n), lare, rng, scaled,
+        parts = []
+        for data, lare, n in [(train, lare_train, n_photos)] + [(*scene_sets[k], n) for k, n in per_batch.items()]:
+            idx = rng.integers(0, len(data["label"]), n)
+            parts.append(batch_tensors(data, idx, joint.maps(data, idx) if joint else lare, rng, scaled,
                                        args.train_crop))
         x, err, lr, mask, y = (torch.cat(t) for t in zip(*parts))
         out = model(x, err, lr)
@@ -458,24 +508,35 @@ def train_detector(train, val, lare_train, lare_val, args, results: Path, finger
         loss = (F.binary_cross_entropy_with_logits(out.logit, y)
                 + F.binary_cross_entropy_with_logits(out.mask_logit, mask64, pos_weight=torch.tensor(3.0))
                 + (dice * y).sum() / y.sum().clamp(min=1))
+        if joint:
+            loss = loss + joint.regulariser()
         optimize(opt, sched, loss)
         history.append((step, float(loss.detach())))
         if (step + 1) % args.eval_every == 0 or step + 1 == args.detector_steps:
+            if joint:
+                joint.denoiser.eval()
+                lare_val = lare_maps(joint.denoiser, val, "val LaRE maps")
             probs = detector_outputs(model, val, lare_val, val_copy_move)
             score = auc(probs, val["label"])
             bar.set_postfix(val_auc=f"{score:.3f}")
             if score > best[0]:
-                best = (score, {k: v.clone() for k, v in model.state_dict().items()})
+                best = (score, {k: v.clone() for k, v in model.state_dict().items()},
+                        {k: v.clone() for k, v in joint.denoiser.state_dict().items()} if joint else None)
     name = "detector_finetune_loss.png" if args.init_detector else "detector_loss.png"
     plot_curve(history, results / name, "detector loss", smooth=True)
     model.load_state_dict(best[1])
     model.eval()
+    if joint:
+        joint.denoiser.load_state_dict(best[2])
+        joint.denoiser.eval().requires_grad_(False)
     config.training = {"steps": args.detector_steps, "batch": args.batch, "lr": lr_max,
                        "train_samples": len(train["label"]), "best_val_auc": round(best[0], 4)}
     if args.scale_augment:
         config.training["scale_augment"] = args.scale_augment
     if args.train_crop != TRAIN_CROP:
         config.training["train_crop"] = args.train_crop
+    if joint:
+        config.training["joint_denoiser"] = {"lr": joint.lr, "reg": joint.reg}
     for name, n in per_batch.items():
         config.training.update({f"{name}_samples": len(scene_sets[name][0]["label"]), f"{name}_per_batch": n})
     if args.init_detector:
@@ -687,6 +748,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="copy-move scores up to this add nothing to the verdict (detectors.detector."
                         "copy_move_evidence; default: the --init-detector's own, 0 for a new detector)")
     p.add_argument("--detector-lr", type=float, default=0.0, help="peak detector LR (0 = --lr)")
+    p.add_argument("--joint-denoiser-lr", type=float, default=0.0,
+                   help="End4's joint training: peak LR of the latent denoiser, trained with the detector "
+                        "through each batch's LaRE maps (0 = frozen, its maps computed once)")
+    p.add_argument("--denoiser-reg", type=float, default=1.0,
+                   help="weight of the denoiser's own noise-prediction loss in joint training")
     p.add_argument("--init-detector", type=Path, default=None,
                    help="a detector.safetensors to fine-tune instead of training a new one")
     p.add_argument("--init-localizer", type=Path, default=None,
@@ -714,6 +780,9 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--localizer-scenes needs scene samples: " + " or ".join(f"--{n}-samples" for n in SCENE_SETS))
     if not 16 <= args.train_crop <= INPUT_SIZE or args.train_crop % 16:  # the detector wants multiples of 16
         p.error(f"--train-crop must be a multiple of 16 from 16 to {INPUT_SIZE} (the view), got {args.train_crop}")
+    if args.joint_denoiser_lr and (args.lare_unet or not args.detector_steps):
+        p.error("--joint-denoiser-lr trains the latent denoiser with the detector: it needs --detector-steps "
+                "and cannot train a pretrained UNet (--lare-unet)")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -754,13 +823,7 @@ def main(argv: list[str] | None = None) -> None:
     denoiser.to(lare_device)
 
     def lare_of(data):
-        out = []
-        batch = 64
-        for start in tqdm(range(0, len(data["latent"]), batch), desc="LaRE maps", unit="batch",
-                          dynamic_ncols=True, leave=False):
-            z = torch.from_numpy(data["latent"][start:start + batch].astype(np.float32)).to(lare_device)
-            out.append(denoiser.lare(z).cpu().half().numpy())
-        return np.concatenate(out)
+        return lare_maps(denoiser, data)
 
     lare_train, lare_val = lare_of(train), lare_of(val)
 
@@ -778,8 +841,14 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, f"{name}_samples"):
             scene_train[name] = scene_samples(name, "train", getattr(args, f"{name}_samples"))
             scene_val[name] = scene_samples(name, "val", getattr(args, f"{name}_val_samples"))
+    joint = (JointDenoiser(denoiser, args.joint_denoiser_lr, args.denoiser_reg, args.seed)
+             if args.joint_denoiser_lr else None)
     detector = train_detector(train, val, lare_train, lare_val, args, args.results, fingerprint, scene_train,
-                              denoiser.config.source if isinstance(denoiser, UNetLare) else "")
+                              denoiser.config.source if isinstance(denoiser, UNetLare) else "", joint)
+    if joint:  # the denoiser changed: everything after reads its new maps
+        lare_train, lare_val = lare_of(train), lare_of(val)
+        scene_train = {name: (data, lare_of(data)) for name, (data, _) in scene_train.items()}
+        scene_val = {name: (data, lare_of(data)) for name, (data, _) in scene_val.items()}
     detector.config.training["photos"] = {"source": photo_source, "train": len(train_photos),
                                           "val": len(val_photos)}
     fit_copy_move_weight(detector, train, lare_train, seed=args.seed)
