@@ -380,8 +380,8 @@ def test_joint_training_moves_the_denoiser_and_saves_the_one_it_calibrated_with(
     train_detectors.main([*common, "--out", str(first), "--detector-steps", "2", "--localizer-steps", "0"])
     joint = tmp_path / "joint"
     train_detectors.main([*common, "--out", str(joint), "--init-detector", str(first / "detector.safetensors"),
-                                   "--detector-steps", "2", "--localizer-steps", "2",
-                                   "--joint-denoiser-lr", "1e-2", "--denoiser-reg", "0.5"])
+                          "--detector-steps", "2", "--localizer-steps", "2",
+                          "--joint-denoiser-lr", "1e-2", "--denoiser-reg", "0.5"])
     before, after = (load_model(LatentDenoiser, DenoiserConfig, d / "denoiser.safetensors", DENOISER_FORMAT)
                      for d in (first, joint))
     assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
@@ -400,7 +400,7 @@ def test_joint_training_moves_the_denoiser_and_saves_the_one_it_calibrated_with(
     # A pretrained UNet is not trained here, and there is nothing to train with it at 0 detector steps.
     with pytest.raises(SystemExit):
         train_detectors.main([*common, "--out", str(tmp_path / "x"), "--detector-steps", "0",
-                                       "--init-detector", str(first / "detector.safetensors"),
-                                       "--joint-denoiser-lr", "1e-3"])
+                              "--init-detector", str(first / "detector.safetensors"),
+                              "--joint-denoiser-lr", "1e-3"])
     assert "--joint-denoiser-lr trains the latent denoiser with the detector" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

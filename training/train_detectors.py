@@ -363,6 +363,12 @@ def optimize(opt: torch.optim.Optimizer, sched, loss: torch.Tensor) -> None:
     sched.step()
 
 
+def denoiser_loss(model: den.LatentDenoiser, latents: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The denoiser's noise-prediction loss on ``latents``, each mirrored at random (half of them)."""
+    z = torch.where(torch.rand(len(latents), 1, 1, 1, generator=generator) < 0.5, latents, latents.flip(-1))
+    return model.training_loss(z, generator)
+
+
 def train_denoiser(train, args, results: Path) -> den.LatentDenoiser:
     latents = torch.from_numpy(train["latent"][~train["label"]].astype(np.float32))
     config = den.DenoiserConfig(latent_scale=float(latents.std()))
@@ -373,9 +379,7 @@ def train_denoiser(train, args, results: Path) -> den.LatentDenoiser:
     history = []
     for step in tqdm(range(args.denoiser_steps), desc="denoiser", unit="step", dynamic_ncols=True):
         idx = torch.randint(0, len(latents), (64,), generator=gen)
-        z = latents[idx]
-        z = torch.where(torch.rand(len(z), 1, 1, 1, generator=gen) < 0.5, z, z.flip(-1))
-        loss = model.training_loss(z, gen)
+        loss = denoiser_loss(model, latents[idx], gen)
         optimize(opt, sched, loss)
         history.append((step, float(loss.detach())))
     plot_curve(history, results / "denoiser_loss.png", "noise MSE", smooth=True)
@@ -453,13 +457,12 @@ class JointDenoiser:
         return self.denoiser.lare_map(z)
 
     def regulariser(self) -> torch.Tensor:
-        """The denoiser's noise-prediction loss on this batch's pristine latents (randomly mirrored)."""
+        """``denoiser_loss`` on this batch's pristine latents, times ``reg``."""
         z = torch.cat(self.pristine)
         self.pristine = []
         if not self.reg or not len(z):
             return torch.zeros(())
-        z = torch.where(torch.rand(len(z), 1, 1, 1, generator=self.generator) < 0.5, z, z.flip(-1))
-        return self.reg * self.denoiser.training_loss(z, self.generator)
+        return self.reg * denoiser_loss(self.denoiser, z, self.generator)
 
 
 def train_detector(train, val, lare_train, lare_val, args, results: Path, fingerprint: str,
