@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DATA   ?= .data
 
-.PHONY: install demo test lint proto fetch-data train-vae train-transform train-detectors bench-service bench-identify bench-inpainting clean
+.PHONY: install demo test lint proto fetch-data train-vae train-transform train-inpainter train-detectors bench-service bench-identify bench-inpainting clean
 
 install: $(VENV)/.installed
 
@@ -39,13 +39,18 @@ train-vae: fetch-data
 train-transform: fetch-data
 	$(BIN)/origin-id train-transform --origins 2000
 
-## Inpainting denoiser + detector + localizer (about five hours on 2 cores): a photo stage and a
+## The small CNN inpainter behind the training-only `cnn` fill (13 minutes; its weights are bundled).
+train-inpainter: fetch-data
+	$(BIN)/python -m training.train_inpainter
+
+## Inpainting denoiser + detector + localizer (about five and a half hours on 2 cores): a photo stage and a
 ## graphics fine-tune with the three classical fills, then a fine-tune that adds the latent fill
 ## (diffusion-style) and the localizer trained on that detector, then a fine-tune of both with
 ## grain-heavy procedural fields in every batch (without them, latent-fill samples teach "a soft
 ## region among grain is painted"), a localizer fine-tune with those fields in its batches too,
-## the verdict's copy-move term refit with a floor under which matches are chance (12 minutes), and
-## last the localizer narrowed (finest level 48 -> 32 channels) and fine-tuned, 45 ms less per query.
+## the verdict's copy-move term refit with a floor under which matches are chance (12 minutes), the
+## localizer narrowed (finest level 48 -> 32 channels) and fine-tuned, 45 ms less per query, and last a
+## fine-tune of both with photos painted by the small CNN inpainter in every batch (make train-inpainter).
 CLASSIC_FILLS := telea,navier_stokes,patch_poisson
 train-detectors: fetch-data
 	$(BIN)/python -m training.train_detectors --fills $(CLASSIC_FILLS) --train-samples 12000 --denoiser-steps 600 \
@@ -76,6 +81,11 @@ train-detectors: fetch-data
 		--batch 28 --graphics-share 0.2 --grain-share 0.2 --detector-steps 0 --localizer-scenes \
 		--init-localizer indexer/default_model/inpainting/localizer.safetensors --localizer-widths 32,48,96 \
 		--localizer-steps 1000 --localizer-lr 1e-3
+	$(BIN)/python -m training.train_detectors --train-samples 4000 --seed 41 --denoiser-steps 600 \
+		--init-detector indexer/default_model/inpainting/detector.safetensors --graphics-samples 600 --grain-samples 600 \
+		--cnn-samples 1200 --batch 34 --graphics-share 0.18 --grain-share 0.18 --cnn-share 0.18 \
+		--detector-steps 600 --detector-lr 5e-4 --eval-every 200 --localizer-scenes \
+		--init-localizer indexer/default_model/inpainting/localizer.safetensors --localizer-steps 600 --localizer-lr 5e-4
 
 ## Service benchmark: ingest rate and query latency at 10k references.
 bench-service: install

@@ -59,10 +59,17 @@ from indexer.config import Settings
 from indexer.model_bundle import ModelBundle
 from indexer.vae import preprocess
 from training.data import allowed_photo_sets, photos_in_directory, photos_in_split, procedural_image
-from training.inpainting import FILLS, GLOBAL_EDIT_FAMILIES, MASKS, UNSEEN_FILLS, UNSEEN_MASKS, Sample, make_sample
+from training.inpainting import (
+    FILLS,
+    GLOBAL_EDIT_FAMILIES,
+    SEEN_MASKS,
+    UNSEEN_FILLS,
+    UNSEEN_MASKS,
+    Sample,
+    make_sample,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SEEN_MASKS = [m for m in MASKS if m not in UNSEEN_MASKS]
 SEEN_FILLS = [f for f in FILLS if f not in UNSEEN_FILLS]
 PERTURBATIONS = ["jpeg70", "jpeg50", "blur", "downscale0.5"]
 #: First procedural_image seed of the graphics group (training uses 700,000+, calibration 800,000+).

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from training.data import grainy_image, procedural_image
-from training.inpainting import FILLS, MASKS, finish, inpaint, make_mask
+from training.inpainting import FILLS, MASKS, TRAINING_ONLY_FILLS, finish, inpaint, make_mask
 
 
 @pytest.mark.parametrize("kind", MASKS)
@@ -18,7 +18,7 @@ def test_masks_cover_a_plausible_area(kind):
         assert 0.005 < mask.mean() < 0.6, (kind, mask.mean())
 
 
-@pytest.mark.parametrize("fill", FILLS)
+@pytest.mark.parametrize("fill", FILLS + TRAINING_ONLY_FILLS)
 def test_fills_change_the_hole_and_little_else(fill):
     rng = np.random.default_rng(1)
     image = procedural_image(5, size=256)

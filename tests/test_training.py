@@ -293,7 +293,7 @@ def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle, cap
         "--train-samples", "32", "--val-samples", "16", "--denoiser-steps", "2", "--detector-steps", "2",
         "--localizer-steps", "2", "--eval-every", "2", "--batch", "8",
         "--graphics-samples", "8", "--graphics-val-samples", "4", "--grain-samples", "8", "--grain-val-samples", "4",
-        "--localizer-scenes", "--localizer-widths", "32,48,96",
+        "--cnn-samples", "8", "--cnn-val-samples", "4", "--localizer-scenes", "--localizer-widths", "32,48,96",
     ])
     analyzer = InpaintingAnalyzer.load(out, bundle.vae, vae_fingerprint=bundle.transform.config.vae_fingerprint)
     assert analyzer.detector.config.training["photos"] == {"source": str(photos.resolve()), "train": n_train,
@@ -301,17 +301,24 @@ def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle, cap
     # Cached under a name of their own: the VAE fingerprint plus a digest of the photos.
     tag = f"{bundle.transform.config.vae_fingerprint[:8]}-{photo_set_digest(train_photos + val_photos)}"
     assert sorted(p.name for p in work.iterdir()) == [
+        f"cnn-train-{tag}-8-s40.npz", f"cnn-val-{tag}-4-s41.npz",
         f"denoiser-{tag}.safetensors", f"grain-train-{tag}-8-s8.npz", f"grain-val-{tag}-4-s9.npz",
         f"graphics-train-{tag}-8-s5.npz", f"graphics-val-{tag}-4-s6.npz", f"train-{tag}-32-s0.npz",
         f"val-{tag}-16.npz"]
-    # Each procedural scene set gives its share of every batch and is a calibration group of its own.
+    # The CNN-fill set: the directory's own photos (train and val split), painted with that fill only.
+    for split, n, seed in (("train", 8, 40), ("val", 4, 41)):
+        with np.load(work / f"cnn-{split}-{tag}-{n}-s{seed}.npz") as cnn:
+            fills = {json.loads(m)["fill"] for m, painted in zip(cnn["meta"], cnn["label"]) if painted}
+            assert fills == {"cnn"} and cnn["label"].sum() == len(cnn["label"]) // 2
+    # Each extra sample set gives its share of every batch and is a calibration group of its own.
     training = analyzer.detector.config.training
-    assert (training["graphics_per_batch"], training["grain_per_batch"]) == (2, 2)
+    assert (training["graphics_per_batch"], training["grain_per_batch"], training["cnn_per_batch"]) == (2, 2, 1)
     assert set(analyzer.detector.config.calibration["val_fpr"]) == {"pristine", "globally edited", "graphics",
-                                                                     "grain"}
+                                                                     "grain", "cnn"}
     # --localizer-scenes: the localizer's batches mix them in at the same shares.
     localizer_training = analyzer.localizer.config.training
-    assert (localizer_training["graphics_per_batch"], localizer_training["grain_per_batch"]) == (2, 2)
+    assert (localizer_training["graphics_per_batch"], localizer_training["grain_per_batch"],
+            localizer_training["cnn_per_batch"]) == (2, 2, 1)
     assert (localizer_training["graphics_samples"], localizer_training["grain_samples"]) == (8, 8)
     assert analyzer.localizer.config.widths == [32, 48, 96]  # a new localizer of those widths
     image = procedural_image(77, size=200)

@@ -12,7 +12,9 @@ Fill methods (``FILLS``): OpenCV Telea and Navier-Stokes inpainting, a patch
 copied from elsewhere in the image and Poisson-blended, a latent fill (the
 region re-synthesised in the shared VAE's latent space and decoded, what a
 diffusion inpainting pipeline pastes back) and a smooth harmonic fill with
-matched grain. ``UNSEEN_MASKS`` / ``UNSEEN_FILLS`` are kept out of training and
+matched grain. A sixth, ``cnn`` (a small learned inpainter,
+``training.cnn_inpainter``), is a training-only fill (``TRAINING_ONLY_FILLS``).
+``UNSEEN_MASKS`` / ``UNSEEN_FILLS`` are kept out of training and
 reported separately, End4's unseen-pattern protocol.
 
 Every example, real or inpainted, goes through ``finish`` (the same ordinary
@@ -34,7 +36,11 @@ from PIL import Image
 MASKS = ["rectangle", "ellipse", "brush", "polygon", "border"]
 FILLS = ["telea", "navier_stokes", "patch_poisson", "latent", "smooth"]
 UNSEEN_MASKS = ["polygon"]
+SEEN_MASKS = [m for m in MASKS if m not in UNSEEN_MASKS]
 UNSEEN_FILLS = ["smooth"]
+#: Fills that only make training samples (``training.train_detectors --cnn-samples``): not in
+#: ``FILLS``, so the benchmark's seen and unseen groups never draw them.
+TRAINING_ONLY_FILLS = ["cnn"]
 
 
 def make_mask(kind: str, width: int, height: int, rng: np.random.Generator,
@@ -204,12 +210,32 @@ def latent(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.
     return np.clip(image.astype(np.float32) * (1 - soft) + out * soft, 0, 255).astype(np.uint8)
 
 
+_fill_inpainter: list[torch.nn.Module] = []
+
+
+def set_fill_inpainter(model: torch.nn.Module) -> None:
+    """Use ``model`` (a ``training.cnn_inpainter.CnnInpainter``) for ``cnn`` fills."""
+    _fill_inpainter[:] = [model.eval()]
+
+
+def cnn(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The hole predicted by the small CNN inpainter (``training.cnn_inpainter``; the bundled
+    weights unless ``set_fill_inpainter`` names others). Deterministic: ``rng`` is unused."""
+    if not _fill_inpainter:
+        from detectors.weights import load_model
+        from training.cnn_inpainter import DEFAULT_WEIGHTS, FORMAT, CnnInpainter, CnnInpainterConfig
+
+        set_fill_inpainter(load_model(CnnInpainter, CnnInpainterConfig, DEFAULT_WEIGHTS, FORMAT))
+    return _fill_inpainter[0].fill(image, mask)
+
+
 FILL_FUNCTIONS = {
     "telea": _opencv(cv2.INPAINT_TELEA),
     "navier_stokes": _opencv(cv2.INPAINT_NS),
     "patch_poisson": patch_poisson,
     "latent": latent,
     "smooth": smooth,
+    "cnn": cnn,
 }
 
 
