@@ -14,6 +14,7 @@ from detectors.denoiser import FORMAT as DENOISER_FORMAT
 from detectors.denoiser import DenoiserConfig, LatentDenoiser
 from detectors.weights import load_model, save_model
 from training.calibrate_transform import threshold_for_precision
+from training.cnn_inpainter import weights_digest
 from training.data import SPLITS, procedural_image, split_of
 from training.edits import FAMILIES, apply
 from training.train_detectors import (
@@ -300,14 +301,16 @@ def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle, cap
                                                             "val": n_val}
     # Cached under a name of their own: the VAE fingerprint plus a digest of the photos.
     tag = f"{bundle.transform.config.vae_fingerprint[:8]}-{photo_set_digest(train_photos + val_photos)}"
+    # The CNN-fill set's name also carries its inpainter's weights.
+    cnn_tag = f"{tag}-{weights_digest()}"
     assert sorted(p.name for p in work.iterdir()) == [
-        f"cnn-train-{tag}-8-s40.npz", f"cnn-val-{tag}-4-s41.npz",
+        f"cnn-train-{cnn_tag}-8-s40.npz", f"cnn-val-{cnn_tag}-4-s41.npz",
         f"denoiser-{tag}.safetensors", f"grain-train-{tag}-8-s8.npz", f"grain-val-{tag}-4-s9.npz",
         f"graphics-train-{tag}-8-s5.npz", f"graphics-val-{tag}-4-s6.npz", f"train-{tag}-32-s0.npz",
         f"val-{tag}-16.npz"]
     # The CNN-fill set: the directory's own photos (train and val split), painted with that fill only.
     for split, n, seed in (("train", 8, 40), ("val", 4, 41)):
-        with np.load(work / f"cnn-{split}-{tag}-{n}-s{seed}.npz") as cnn:
+        with np.load(work / f"cnn-{split}-{cnn_tag}-{n}-s{seed}.npz") as cnn:
             fills = {json.loads(m)["fill"] for m, painted in zip(cnn["meta"], cnn["label"]) if painted}
             assert fills == {"cnn"} and cnn["label"].sum() == len(cnn["label"]) // 2
     # Each extra sample set gives its share of every batch and is a calibration group of its own.

@@ -21,6 +21,7 @@ moved the held-out ``smooth`` fill's AUC where no classical fill had
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,12 @@ from torch import nn
 FORMAT = "origin-id/cnn-inpainter/v1"
 #: Where ``python -m training.train_inpainter`` writes the bundled weights.
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "cnn_inpainter.safetensors"
+
+
+def weights_digest(path: str | Path = DEFAULT_WEIGHTS) -> str:
+    """A short name for an inpainter's weights file: cached samples painted with it carry
+    it, so retrained weights never reuse fills of the old ones."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8]
 
 
 @dataclass

@@ -60,7 +60,7 @@ pristine crops of a grainy micrograph flagged, where the same fine-tune without
 the grain fields flags 15); then a last fine-tune of the localizer with the
 procedural scene sets in its batches too (``--localizer-scenes``; test pixel F1
 seen / unseen mask / unseen fill 0.640 / 0.577 / 0.492 -> 0.653 / 0.603 / 0.512); a refit
-of the verdict's copy-move term with a floor (``--copy-move-floor``); and last that
+of the verdict's copy-move term with a floor (``--copy-move-floor``); then that
 localizer narrowed from widths 48 / 64 / 96 to 32 / 48 / 96 and fine-tuned
 (``--localizer-widths``: 0.651 / 0.596 / 0.521, 45 ms less per query); and last a
 fine-tune of both with CNN-inpainter fills in every batch (``--cnn-samples 1200``, 6 of
@@ -114,6 +114,7 @@ from detectors.unet_lare import UNetLare
 from detectors.weights import load_model, save_model
 from indexer.transform import vae_fingerprint
 from indexer.vae import INPUT_SIZE, load_vae, preprocess
+from training.cnn_inpainter import weights_digest
 from training.data import (
     allowed_photos,
     grainy_image,
@@ -852,6 +853,8 @@ def main(argv: list[str] | None = None) -> None:
         seed = args.seed + spec.seed_offset + (split != "train")
         kind = {**common, "fills": list(spec.fills)} if spec.fills else common
         set_tag = sample_tag if not spec.fills else tag
+        if "cnn" in spec.fills:  # retrained inpainter weights must not reuse the old fills
+            set_tag += f"-{weights_digest()}"
         data = load_or_build(args.work_dir / f"{name}-{split}-{set_tag}-{n}-s{seed}.npz", lambda: featurize(
             vae, generate(images, n, seed, desc=f"{name} {split} samples", **kind), n))
         return data, lare_of(data)
