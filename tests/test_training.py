@@ -14,7 +14,7 @@ from detectors.denoiser import FORMAT as DENOISER_FORMAT
 from detectors.denoiser import DenoiserConfig, LatentDenoiser
 from detectors.weights import load_model, save_model
 from training.calibrate_transform import threshold_for_precision
-from training.cnn_inpainter import weights_digest
+from training.cnn_inpainter import DEFAULT_WEIGHTS, weights_digest
 from training.data import SPLITS, procedural_image, split_of
 from training.edits import FAMILIES, apply
 from training.train_detectors import (
@@ -302,7 +302,7 @@ def test_detectors_train_on_a_directory_of_ones_own_photos(tmp_path, bundle, cap
     # Cached under a name of their own: the VAE fingerprint plus a digest of the photos.
     tag = f"{bundle.transform.config.vae_fingerprint[:8]}-{photo_set_digest(train_photos + val_photos)}"
     # The CNN-fill set's name also carries its inpainter's weights.
-    cnn_tag = f"{tag}-{weights_digest()}"
+    cnn_tag = f"{tag}-{weights_digest(DEFAULT_WEIGHTS)}"
     assert sorted(p.name for p in work.iterdir()) == [
         f"cnn-train-{cnn_tag}-8-s40.npz", f"cnn-val-{cnn_tag}-4-s41.npz",
         f"denoiser-{tag}.safetensors", f"grain-train-{tag}-8-s8.npz", f"grain-val-{tag}-4-s9.npz",

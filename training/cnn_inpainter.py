@@ -36,7 +36,7 @@ FORMAT = "origin-id/cnn-inpainter/v1"
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "cnn_inpainter.safetensors"
 
 
-def weights_digest(path: str | Path = DEFAULT_WEIGHTS) -> str:
+def weights_digest(path: str | Path) -> str:
     """A short name for an inpainter's weights file: cached samples painted with it carry
     it, so retrained weights never reuse fills of the old ones."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8]

@@ -128,6 +128,14 @@ def usable_photos(paths: list[Path], max_side: int | None) -> list[Image.Image]:
     return [im for im in (load_rgb(path, max_side) for path in paths) if im is not None and not is_flat(im)]
 
 
+def photo_source(directory: Path | None, limit: int | None = None) -> tuple[list[Image.Image], str]:
+    """(photos, where they came from) for a training script: the allowed photos, or with
+    ``directory`` the photos under it (``photos_in_directory``, at most ``limit`` files)."""
+    if directory is None:
+        return allowed_photos(), "allowed photos"
+    return photos_in_directory(directory, limit=limit), str(Path(directory).resolve())
+
+
 def photos_in_directory(directory: Path, max_side: int | None = 1024,
                         limit: int | None = None) -> list[Image.Image]:
     """Every usable image under ``directory`` (recursively), decoded like the allowed photos

@@ -24,6 +24,7 @@ edits and the same JPEG encoding) so a detector cannot learn "edited" or
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
+
+from detectors.weights import load_model
+from training.cnn_inpainter import DEFAULT_WEIGHTS, FORMAT, CnnInpainter, CnnInpainterConfig, weights_digest
 
 MASKS = ["rectangle", "ellipse", "brush", "polygon", "border"]
 FILLS = ["telea", "navier_stokes", "patch_poisson", "latent", "smooth"]
@@ -210,23 +214,22 @@ def latent(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.
     return np.clip(image.astype(np.float32) * (1 - soft) + out * soft, 0, 255).astype(np.uint8)
 
 
-_fill_inpainter: list[torch.nn.Module] = []
-
-
-def set_fill_inpainter(model: torch.nn.Module) -> None:
-    """Use ``model`` (a ``training.cnn_inpainter.CnnInpainter``) for ``cnn`` fills."""
-    _fill_inpainter[:] = [model.eval()]
+@functools.cache
+def _inpainter() -> CnnInpainter:
+    return load_model(CnnInpainter, CnnInpainterConfig, DEFAULT_WEIGHTS, FORMAT)
 
 
 def cnn(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The hole predicted by the small CNN inpainter (``training.cnn_inpainter``; the bundled
-    weights unless ``set_fill_inpainter`` names others). Deterministic: ``rng`` is unused."""
-    if not _fill_inpainter:
-        from detectors.weights import load_model
-        from training.cnn_inpainter import DEFAULT_WEIGHTS, FORMAT, CnnInpainter, CnnInpainterConfig
+    """The hole predicted by the small CNN inpainter (``training.cnn_inpainter``, its bundled
+    weights, loaded once). Deterministic: ``rng`` is unused."""
+    return _inpainter().fill(image, mask)
 
-        set_fill_inpainter(load_model(CnnInpainter, CnnInpainterConfig, DEFAULT_WEIGHTS, FORMAT))
-    return _fill_inpainter[0].fill(image, mask)
+
+def fill_version(fill: str) -> str:
+    """What, besides its code, decides what ``fill`` paints, for the names of cached samples:
+    the CNN inpainter's weights (retrained weights must not reuse the old fills); "" for the
+    others (the ``latent`` fill's VAE is named by the caches' VAE fingerprint)."""
+    return weights_digest(DEFAULT_WEIGHTS) if fill == "cnn" else ""
 
 
 FILL_FUNCTIONS = {

@@ -114,12 +114,10 @@ from detectors.unet_lare import UNetLare
 from detectors.weights import load_model, save_model
 from indexer.transform import vae_fingerprint
 from indexer.vae import INPUT_SIZE, load_vae, preprocess
-from training.cnn_inpainter import weights_digest
 from training.data import (
-    allowed_photos,
     grainy_image,
     photo_set_digest,
-    photos_in_directory,
+    photo_source,
     photos_in_split,
     procedural_image,
 )
@@ -129,6 +127,7 @@ from training.inpainting import (
     SEEN_MASKS,
     TRAINING_ONLY_FILLS,
     UNSEEN_FILLS,
+    fill_version,
     make_sample,
     set_fill_vae,
 )
@@ -697,10 +696,7 @@ def training_photos(directory: Path | None, max_photos: int,
     for the photos under ``directory``. The tag names the cached samples and denoiser: the
     VAE's fingerprint plus a digest of the photos, so a changed photo set (one's own, or
     the allowed set with or without the other Debian releases) never reuses old samples."""
-    if directory is None:
-        photos, source = allowed_photos(), "allowed photos"
-    else:
-        photos, source = photos_in_directory(directory, limit=max_photos), str(Path(directory).resolve())
+    photos, source = photo_source(directory, max_photos)
     train_photos, val_photos = photos_in_split("train", photos), photos_in_split("val", photos)
     if not train_photos or not val_photos:
         raise SystemExit(f"{source}: {len(photos)} usable photos split into {len(train_photos)} train and "
@@ -853,8 +849,7 @@ def main(argv: list[str] | None = None) -> None:
         seed = args.seed + spec.seed_offset + (split != "train")
         kind = {**common, "fills": list(spec.fills)} if spec.fills else common
         set_tag = sample_tag if not spec.fills else tag
-        if "cnn" in spec.fills:  # retrained inpainter weights must not reuse the old fills
-            set_tag += f"-{weights_digest()}"
+        set_tag = "-".join([set_tag, *filter(None, map(fill_version, spec.fills))])
         data = load_or_build(args.work_dir / f"{name}-{split}-{set_tag}-{n}-s{seed}.npz", lambda: featurize(
             vae, generate(images, n, seed, desc=f"{name} {split} samples", **kind), n))
         return data, lare_of(data)

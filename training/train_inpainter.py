@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from detectors.weights import count_parameters, save_model
 from training.cnn_inpainter import DEFAULT_WEIGHTS, FORMAT, CnnInpainter, CnnInpainterConfig
-from training.data import allowed_photos, photos_in_directory, photos_in_split, random_crop
+from training.data import photo_source, photos_in_split, random_crop
 from training.inpainting import SEEN_MASKS, make_mask
 from training.plots import plot_curve
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(args.seed)
     args.results.mkdir(parents=True, exist_ok=True)
 
-    photos = allowed_photos() if args.photos is None else photos_in_directory(args.photos)
+    photos, source = photo_source(args.photos)
     train_photos = photos_in_split("train", photos)
     if not train_photos:
         raise SystemExit(f"no train-split photos among {len(photos)}")
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     model.eval()
     model.config.training = {
         "steps": args.steps, "batch": args.batch, "lr": args.lr, "crops": args.crops, "crop": args.crop,
-        "seed": args.seed, "photos": "allowed photos" if args.photos is None else str(args.photos.resolve()),
+        "seed": args.seed, "photos": source,
         "train_photos": len(train_photos), "masks": SEEN_MASKS, "hole_area": list(HOLE_AREA),
         "hole_weight": HOLE_WEIGHT, "final_loss": round(float(np.mean([v for _, v in history[-50:]])), 4),
         "minutes": round((time.time() - started) / 60, 1),
