@@ -9,7 +9,7 @@ by training), edited copies of gallery images whose origin no model saw: half
 tiles of *test-split* photos, half procedural scenes from the benchmark's seed
 range; plus queries made from images that are *not* in the gallery (their
 right answer is "no match"). ID2 is reported plain and with the service's
-query views (``indexer.query_views``: + mirror, + border trimming), so each
+query views (``origin_id.indexer.query_views``: + mirror, + border trimming), so each
 addition's gain is visible.
 
 Reported per family and overall, for both methods on exactly the same data:
@@ -33,10 +33,10 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.service import machine
-from indexer.config import Settings
-from indexer.embedder import Embedder
-from indexer.model_bundle import ModelBundle
-from indexer.query_views import query_views
+from origin_id.indexer.config import Settings
+from origin_id.indexer.embedder import Embedder
+from origin_id.indexer.model_bundle import ModelBundle
+from origin_id.indexer.query_views import query_views
 from training.data import allowed_photos, photo_tiles, procedural_image, split_of
 from training.edits import FAMILIES, apply
 

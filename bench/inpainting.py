@@ -19,7 +19,7 @@ splits with ``training.train_detectors --photos DIR``). Groups:
   (``training.data.procedural_image``: flat shapes, gradients, sinusoid
   textures), never inpainted, finished the same way, from seeds of their own
   (the detector's training and calibration use other procedural scenes:
-  ``training.train_detectors.GRAPHICS_TRAIN_SEED`` / ``GRAPHICS_VAL_SEED``);
+  ``training.detector_samples.GRAPHICS_TRAIN_SEED`` / ``GRAPHICS_VAL_SEED``);
   their false-positive rate shows how a trace detector reads clean renders,
   illustrations and graphics.
 
@@ -54,10 +54,10 @@ from tqdm import tqdm
 
 from bench.identify import micro_ap
 from bench.service import conv_throughput, machine
-from detectors.analyzer import InpaintingAnalyzer, InpaintingResult
-from indexer.config import Settings
-from indexer.model_bundle import ModelBundle
-from indexer.vae import preprocess
+from origin_id.detectors.analyzer import InpaintingAnalyzer, InpaintingResult
+from origin_id.indexer.config import Settings
+from origin_id.indexer.model_bundle import ModelBundle
+from origin_id.models.vae import preprocess
 from training.data import allowed_photo_sets, photos_in_directory, photos_in_split, procedural_image
 from training.inpainting import (
     FILLS,
@@ -68,6 +68,7 @@ from training.inpainting import (
     Sample,
     make_sample,
 )
+from training.metrics import pixel_scores, roc_auc
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SEEN_FILLS = [f for f in FILLS if f not in UNSEEN_FILLS]
@@ -122,10 +123,6 @@ def analyze_all(analyzer: InpaintingAnalyzer, samples: list[Sample], localize: b
     for s in tqdm(samples, desc=desc, unit="img", dynamic_ncols=True, leave=False):
         out.append(analyzer.analyze([Image.open(io.BytesIO(s.jpeg)).convert("RGB")], localize=localize)[0])
     return out
-
-
-def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    return float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
 
 
 def average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -197,16 +194,6 @@ def photo_bootstrap_auc(pos: np.ndarray, pos_photo: np.ndarray, neg: np.ndarray,
     aucs = aucs[~np.isnan(aucs)]
     tail = (1 - level) / 2
     return float(np.quantile(aucs, tail)), float(np.quantile(aucs, 1 - tail))
-
-
-def pixel_scores(pred: np.ndarray | None, truth: np.ndarray) -> tuple[float, float]:
-    """F1 and IoU of one predicted mask (None = nothing marked)."""
-    pred = np.zeros_like(truth) if pred is None else pred
-    tp = float((pred & truth).sum())
-    fp, fn = float((pred & ~truth).sum()), float((~pred & truth).sum())
-    f1 = 2 * tp / max(2 * tp + fp + fn, 1.0)
-    iou = tp / max(tp + fp + fn, 1.0)
-    return f1, iou
 
 
 def latency(analyzer: InpaintingAnalyzer, samples: list[Sample], n: int) -> dict[str, float]:

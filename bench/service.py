@@ -31,12 +31,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from indexer.config import Settings
-from indexer.embedder import Embedder
-from indexer.origin_index import OriginIndex
-from indexer.sources import iter_sources
-from server.app import OriginServer
-from server.client import OriginClient
+from origin_id.indexer.config import Settings
+from origin_id.indexer.embedder import Embedder
+from origin_id.indexer.origin_index import OriginIndex
+from origin_id.indexer.sources import iter_sources
+from origin_id.server.app import OriginServer
+from origin_id.server.client import OriginClient
 from training.data import procedural_image
 from training.edits import apply, jpeg_bytes
 

@@ -1,23 +1,22 @@
 """``InpaintingAnalyzer``: one query image -> an inpainting verdict and, when warranted, a mask.
 
 Data flow for a query (the models on the bundle's device, on the compute thread of
-``indexer.compute``, under the bundle's lock):
+``origin_id.models.compute``, under the bundle's lock):
 
 1. ``x``: the query resized to 256x256 in [-1, 1], exactly as the embedder
    sees it; the embedder's view and VAE latent are reused when given, so the
    resize and the encoder run once per query for both jobs;
 2. pixel reconstruction error ``|x - D(z)|`` and the LaRE map of the latent
-   denoiser (or of a pretrained diffusion UNet, ``detectors.unet_lare``);
+   denoiser (or of a pretrained diffusion UNet, ``origin_id.detectors.unet_lare``);
 3. ``InpaintingDetector.verdict`` on the query and on its mirror image (one
-   batch; with the config's ``scale_view``, also on both taken down to that
-   size, off in the shipped detector), and ``CopyMoveSearch`` on the query ->
+   batch), and ``CopyMoveSearch`` on the query ->
    probability (the logits averaged, plus the weighted copy-move score),
    compared with the calibrated threshold stored in the detector's checkpoint;
 4. when the probability is at least ``localize_threshold`` (the detector is not
    confident the image is clean), ``MaskDiffusionLocalizer`` samples the mask
    for both views in one batch (5 DDIM steps each, the 10 x0 predictions averaged, fixed
    seed), averages them (the mirror's flipped back) and cuts it at the
-   query's size (``detectors.query_mask``).
+   query's size (``origin_id.detectors.query_mask``).
 
 Checkpoints live in one directory: ``detector.safetensors``,
 ``localizer.safetensors`` and the LaRE source the detector was trained with:
@@ -37,15 +36,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from detectors import denoiser as den
-from detectors import detector as det
-from detectors import localizer as loc
-from detectors.copy_move import CopyMoveSearch
-from detectors.query_mask import QueryMask
-from detectors.unet_lare import UNetLare
-from detectors.weights import load_model, save_model
-from indexer import compute
-from indexer.vae import preprocess
+from origin_id.detectors import denoiser as den
+from origin_id.detectors import detector as det
+from origin_id.detectors import localizer as loc
+from origin_id.detectors.copy_move import CopyMoveSearch
+from origin_id.detectors.query_mask import QueryMask
+from origin_id.detectors.unet_lare import UNetLare
+from origin_id.models import compute
+from origin_id.models.vae import preprocess
+from origin_id.models.weights import load_model, save_model
 
 FILES = {"denoiser": "denoiser.safetensors", "detector": "detector.safetensors",
          "localizer": "localizer.safetensors"}
@@ -163,7 +162,7 @@ class InpaintingAnalyzer:
         ``preprocess``-ed batch of the same images, if at hand (not recomputed then).
         ``localize``: None = only when not confidently clean; True/False = always/never.
         ``sizes``: (width, height) to draw each mask at, when an image was decoded at a
-        reduced scale (``indexer.decode``); by default each image's own size."""
+        reduced scale (``origin_id.indexer.decode``); by default each image's own size."""
         if not images:
             return []
         x = inputs if inputs is not None else preprocess(images)

@@ -25,7 +25,7 @@ smooth field, which the high-pass removes). The search, on the detector's
    a quarter of clean striped wallpapers and half of clean procedural scenes.
 
 The score is added to the detector's logit as ``copy_move_weight *
-sqrt(max(0, score - copy_move_floor))`` (``DetectorConfig``, ``detectors.detector.
+sqrt(max(0, score - copy_move_floor))`` (``DetectorConfig``, ``origin_id.detectors.detector.
 copy_move_evidence``: under the floor, matches are chance), the weight fit on
 training samples and the threshold calibrated on the fused verdict.
 """

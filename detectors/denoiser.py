@@ -5,7 +5,7 @@ UNet for the noise in one step and keeps the squared error of that prediction
 as a 4-channel map: generated or painted-in content is predicted differently
 from camera content. No pretrained diffusion UNet can be downloaded here, so
 the project trains ``LatentDenoiser`` on latents of the bundled VAE
-(``python -m training.train_detectors``); ``detectors.unet_lare.UNetLare`` computes
+(``python -m training.train_detectors``); ``origin_id.detectors.unet_lare.UNetLare`` computes
 the same map with a real pipeline's UNet (``--lare-unet``).
 """
 
@@ -99,11 +99,6 @@ class LatentDenoiser(nn.Module):
         averaged over ``lare_draws`` noise draws. Deterministic for a given seed, and the
         same for a latent alone or in any batch: every latent gets the draws a batch of one
         gets (a row of the batch's own draws would tie its map to its place in the batch)."""
-        return self.lare_map(latents, seed)
-
-    def lare_map(self, latents: torch.Tensor, seed: int = 0) -> torch.Tensor:
-        """``lare`` with gradients: End4 trains its reconstruction model together with the
-        detector (``training.train_detectors --joint-denoiser-lr``), through these maps."""
         cfg = self.config
         z0 = latents / cfg.latent_scale
         generator = torch.Generator(device=z0.device).manual_seed(seed)
@@ -111,5 +106,5 @@ class LatentDenoiser(nn.Module):
         total = torch.zeros_like(z0)
         for _ in range(cfg.lare_draws):
             noise = torch.randn((1, *z0.shape[1:]), generator=generator, device=z0.device).expand_as(z0)
-            total = total + (self(self.add_noise(z0, noise, t), t) - noise) ** 2  # not in place: autograd
+            total = total + (self(self.add_noise(z0, noise, t), t) - noise) ** 2
         return total / cfg.lare_draws

@@ -6,17 +6,12 @@ The design follows the seeds at a size this CPU can train and serve:
   error** ``|x - D(E(x))|`` (End4: content the autoencoder reproduces badly or
   too well stands out) and the **LaRE map** of ``LatentDenoiser`` (LaRE^2);
 * a trace branch and an error branch, each a 4-level pyramid (1/2 .. 1/16).
-  The trace branch sees residual bands (``residual_bands``), where fills leave
-  their traces, each twice: as is and divided by the image's mean absolute
-  value of that band, so "smoother than the rest of this image" reads the same
-  on a noisy photo and a clean render. The shipped detector sees the fine band
-  (the 3x3 high-pass) only. A second band (3x3 mean minus 9x9 mean), for fills
-  that restore the grain over a structureless fill, can be added to a trained
-  detector with zero weights (``with_trace_bands``) and fine-tuned; measured
-  and not shipped (docs/inpainting-history.md). It gets no raw RGB: the first model, with colours, fitted its
-  48 training photos (AUC 0.84 on them, 0.62 on validation photos); without
-  them, with the evidence head below and crop training, 0.75 on validation
-  at the same data and a similar budget;
+  The trace branch sees the image's fine residual band (the image minus its 3x3
+  mean; ``residual_band``), where fills leave their traces, twice: as is and
+  divided by the image's mean absolute value of that band, so "smoother than the
+  rest of this image" reads the same on a noisy photo and a clean render. It gets
+  no raw RGB: with colours, a detector trained on a few dozen photos learns the
+  photos rather than the fills (docs/inpainting-history.md);
 * at every level, **error-guided spatial refinement** (a sigmoid attention map
   from the error features re-weights image features where reconstruction
   disagrees) and **error-guided channel refinement** (a gate from pooled error
@@ -31,14 +26,13 @@ The design follows the seeds at a size this CPU can train and serve:
 
 ``forward`` returns all three (logit, coarse mask logit, fused features); the
 localizer is conditioned on the fused features. The served ``verdict`` averages
-the image logits of the query and its mirror image (one batch) and, with
-``scale_view``, of both taken down to that size.
+the image logits of the query and its mirror image (one batch).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -51,16 +45,6 @@ class DetectorConfig:
     image_widths: list[int] = field(default_factory=lambda: [16, 32, 64, 96])
     error_widths: list[int] = field(default_factory=lambda: [8, 16, 32, 32])
     lare_channels: int = 4
-    #: Residual bands the trace branch sees (``residual_bands``): 1 = the 3x3 high-pass only;
-    #: 2 adds the band between the 3x3 and 9x9 box means, where a fill that restores the
-    #: grain but not the structure under it still shows.
-    trace_bands: int = 1
-    #: Side (px, a multiple of 16) of a reduced view the verdict also reads, with its mirror
-    #: image (``scale_logits``; 0 = none): the 256 px view and its pixel-error map taken down
-    #: by area averaging, the LaRE map as it is. Pixel grain averages out when a view is taken
-    #: down and structure does not, so a fill that restores grain over a region without
-    #: structure looks more like a fill without grain there (the fills the detector knows).
-    scale_view: int = 0
     fused_width: int = 32
     #: Pixel errors are multiplied by this before the network (they are small numbers).
     error_gain: float = 4.0
@@ -75,23 +59,25 @@ class DetectorConfig:
     #: Copy-move scores up to this add nothing (``copy_move_evidence``): a few cells matched
     #: by chance, as on clean images, whose count can move with float rounding.
     copy_move_floor: float = 0.0
-    #: ``indexer.transform.vae_fingerprint`` of the VAE whose errors it was trained on.
+    #: ``origin_id.models.vae.vae_fingerprint`` of the VAE whose errors it was trained on.
     vae_fingerprint: str = ""
     #: The LaRE maps it was trained on: "" = the project's ``LatentDenoiser``, else the
-    #: pretrained pipeline whose UNet made them (``detectors.unet_lare``).
+    #: pretrained pipeline whose UNet made them (``origin_id.detectors.unet_lare``).
     lare_source: str = ""
     calibration: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+
+    #: Options of experiments that were measured and not shipped (docs/inpainting-history.md):
+    #: a saved config may name them at these values, which is what the model computes.
+    RETIRED: ClassVar[dict[str, Any]] = {"trace_bands": 1, "scale_view": 0}
 
 
 def copy_move_evidence(score: torch.Tensor, floor: float) -> torch.Tensor:
     """What the verdict adds per unit of ``copy_move_weight``: ``sqrt(max(0, score - floor))``
     of ``CopyMoveSearch`` scores (matched area fractions). The square root lets a small copied
-    region count; below the floor, matches are chance: on the validation photos, 8% of clean
-    crops and 6% of the held-out smooth fills (which copy nothing) score above zero, most
-    under 0.002 (patch copies: a median 0.011). Under the root such chance scores added up
-    to 0.4 to the logit, and which of them a search finds can change with float rounding
-    (the thread count), so the floor also keeps verdicts the same across hosts."""
+    region count; below the floor, matches are chance (clean images and fills that copy
+    nothing score a few cells), and which chance cells a search finds can change with float
+    rounding, so the floor also keeps verdicts the same across hosts."""
     return (score - floor).clamp(min=0).sqrt()
 
 
@@ -107,19 +93,13 @@ def _stage(cin: int, cout: int) -> nn.Sequential:
         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def residual_bands(image: torch.Tensor, bands: int) -> torch.Tensor:
-    """The trace branch's input: ``bands`` residual bands of ``image`` (N,3,H,W), finest first
-    (the image minus its 3x3 box mean, then the 3x3 mean minus the 9x9 mean), each twice: as
-    is and divided by the image's mean absolute value of that band, so "smoother than the
-    rest of this image" reads the same on a noisy photo and a clean render. (N, 6*bands, H, W)."""
-    parts, previous = [], image
-    for k in range(bands):
-        size = 3 ** (k + 1)
-        mean = nn.functional.avg_pool2d(image, size, stride=1, padding=size // 2, count_include_pad=False)
-        band = previous - mean
-        parts += [band * 4, band / (band.abs().mean((1, 2, 3), keepdim=True) + 1e-3) * 0.25]
-        previous = mean
-    return torch.cat(parts, 1)
+def residual_band(image: torch.Tensor) -> torch.Tensor:
+    """The trace branch's input: the image (N,3,H,W) minus its 3x3 box mean, twice: as is and
+    divided by the image's mean absolute value of that band, so "smoother than the rest of
+    this image" reads the same on a noisy photo and a clean render. (N, 6, H, W)."""
+    mean = nn.functional.avg_pool2d(image, 3, stride=1, padding=1, count_include_pad=False)
+    band = image - mean
+    return torch.cat([band * 4, band / (band.abs().mean((1, 2, 3), keepdim=True) + 1e-3) * 0.25], 1)
 
 
 class ErrorGuidedRefinement(nn.Module):
@@ -159,13 +139,9 @@ class PyramidFusion(nn.Module):
 class InpaintingDetector(nn.Module):
     def __init__(self, config: DetectorConfig):
         super().__init__()
-        if config.trace_bands < 1:
-            raise ValueError(f"trace_bands must be at least 1, got {config.trace_bands}")
-        if config.scale_view < 0 or config.scale_view % 16:
-            raise ValueError(f"scale_view must be 0 or a positive multiple of 16, got {config.scale_view}")
         self.config = config
         iw, ew = config.image_widths, config.error_widths
-        self.image_stages = nn.ModuleList([_stage(6 * config.trace_bands if i == 0 else iw[i - 1], iw[i])
+        self.image_stages = nn.ModuleList([_stage(6 if i == 0 else iw[i - 1], iw[i])
                                            for i in range(len(iw))])
         self.error_stages = nn.ModuleList([_stage(3 if i == 0 else ew[i - 1], ew[i]) for i in range(len(ew))])
         # The LaRE map lives at 1/8 (the latent grid): it joins the error branch there.
@@ -180,7 +156,7 @@ class InpaintingDetector(nn.Module):
 
     def forward(self, image: torch.Tensor, pixel_error: torch.Tensor, lare: torch.Tensor) -> DetectorOutput:
         """image in [-1, 1] (N,3,H,W); pixel_error (N,3,H,W); lare (N,C,H/8,W/8). H, W: multiples of 16."""
-        x = residual_bands(image, self.config.trace_bands)
+        x = residual_band(image)
         e = pixel_error * self.config.error_gain
         levels = []
         for i, (img_stage, err_stage, refine) in enumerate(zip(self.image_stages, self.error_stages,
@@ -201,26 +177,6 @@ class InpaintingDetector(nn.Module):
         pooled = torch.cat([fused.mean((2, 3)), fused.amax((2, 3)), levels[-1].mean((2, 3)), evidence], 1)
         return DetectorOutput(self.image_head(pooled).squeeze(1), mask_logit, fused)
 
-    def with_trace_bands(self, bands: int) -> InpaintingDetector:
-        """This detector widened to ``bands`` residual bands, computing the same function: the
-        new bands' input weights start at zero, so a fine-tune starts from where this one is."""
-        if bands < self.config.trace_bands:
-            raise ValueError(f"cannot narrow a detector of {self.config.trace_bands} trace bands to {bands}")
-        wider = InpaintingDetector(replace(self.config, trace_bands=bands))
-        state = self.state_dict()
-        first = "image_stages.0.0.weight"
-        weight = torch.zeros_like(wider.image_stages[0][0].weight)
-        weight[:, :state[first].shape[1]] = state[first]
-        wider.load_state_dict({**state, first: weight})
-        return wider.train(self.training)
-
-    def with_scale_view(self, size: int) -> InpaintingDetector:
-        """This detector with its verdict also reading a ``size`` px view (0 = none); the
-        weights are the same (the network is fully convolutional)."""
-        other = InpaintingDetector(replace(self.config, scale_view=size))
-        other.load_state_dict(self.state_dict())
-        return other.train(self.training)
-
     def mirrored(self, image: torch.Tensor, pixel_error: torch.Tensor, lare: torch.Tensor) -> DetectorOutput:
         """The output for the query's mirror image; its maps stay in mirrored coordinates.
 
@@ -232,46 +188,27 @@ class InpaintingDetector(nn.Module):
     def both_views(self, image: torch.Tensor, pixel_error: torch.Tensor,
                    lare: torch.Tensor) -> tuple[DetectorOutput, DetectorOutput]:
         """``(self(...), self.mirrored(...))`` from one forward pass over both views (every
-        layer works per image in eval mode). Interleaved on the 2-core CPU, the 256 px pair
-        took as long either way (37 ms), and with a 192 px pair too (``scale_logits``) the
-        verdict took 57 ms instead of 67; one batch is also what a GPU wants."""
+        layer works per image in eval mode): one batch is what a GPU wants, and costs a CPU
+        nothing."""
         n = len(image)
         both = self(*(torch.cat([t, t.flip(-1)]) for t in (image, pixel_error, lare)))
         return DetectorOutput(*(t[:n] for t in both)), DetectorOutput(*(t[n:] for t in both))
 
-    def scale_logits(self, image: torch.Tensor, pixel_error: torch.Tensor,
-                     lare: torch.Tensor) -> torch.Tensor | None:
-        """Image logits (N, 2) of the ``scale_view`` px view and its mirror image, or None when
-        the config has no scale view. One detector pass over both at the reduced size; the
-        VAE and LaRE maps are not computed again (the 256 px view's are taken down)."""
-        size = self.config.scale_view
-        if not size:
-            return None
-        small = nn.functional.interpolate(image, size=(size, size), mode="area")
-        error = nn.functional.interpolate(pixel_error, size=(size, size), mode="area")
-        out, mirrored = self.both_views(small, error, lare)
-        return torch.stack([out.logit, mirrored.logit], 1)
-
     def verdict(self, image: torch.Tensor, pixel_error: torch.Tensor, lare: torch.Tensor,
                 copy_move: torch.Tensor | None = None) -> tuple[torch.Tensor, DetectorOutput, DetectorOutput]:
-        """The served verdict logit (``verdict_logit`` over every view the config reads) with
-        the query's and its mirror's outputs, whose features the localizer is conditioned on.
-        The service and the calibration both call this, so they read the same views."""
+        """The served verdict logit (``verdict_logit``) with the query's and its mirror's
+        outputs, whose features the localizer is conditioned on. The service and the
+        calibration both call this, so they read the same views."""
         out, mirrored = self.both_views(image, pixel_error, lare)
-        scaled = self.scale_logits(image, pixel_error, lare)
-        return self.verdict_logit(out, mirrored, copy_move, scaled), out, mirrored
+        return self.verdict_logit(out, mirrored, copy_move), out, mirrored
 
     def verdict_logit(self, out: DetectorOutput, mirrored: DetectorOutput,
-                      copy_move: torch.Tensor | None = None, scaled: torch.Tensor | None = None) -> torch.Tensor:
-        """The image logit the service decides on: the query's and its mirror's averaged
-        (validation AUC 0.904 -> 0.915 for the shipped detector) with the reduced view's
-        (``scaled``, from ``scale_logits``) when there is one, plus
+                      copy_move: torch.Tensor | None = None) -> torch.Tensor:
+        """The image logit the service decides on: the query's and its mirror's averaged (a
+        fill has no handedness, and two views disagree less than one view's noise), plus
         ``copy_move_weight * copy_move_evidence(copy_move)`` when ``copy_move`` (N,) holds
         ``CopyMoveSearch`` scores."""
-        if scaled is None:
-            logit = (out.logit + mirrored.logit) / 2
-        else:
-            logit = torch.cat([out.logit[:, None], mirrored.logit[:, None], scaled], 1).mean(1)
+        logit = (out.logit + mirrored.logit) / 2
         if copy_move is not None and self.config.copy_move_weight:
             logit = logit + self.config.copy_move_weight * copy_move_evidence(copy_move.to(logit),
                                                                               self.config.copy_move_floor)

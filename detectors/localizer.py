@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from detectors.denoiser import timestep_embedding
+from origin_id.detectors.denoiser import timestep_embedding
 
 FORMAT = "origin-id/mask-diffusion-localizer/v2"
 

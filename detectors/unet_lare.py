@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from indexer.checkpoint import read_checkpoint, write_checkpoint
+from origin_id.models.weights import read_checkpoint, write_checkpoint
 
 FORMAT = "origin-id/unet-lare/v1"
 

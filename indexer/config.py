@@ -40,11 +40,15 @@ class Settings:
         "help": "directory of the inpainting detector, denoiser and localizer; empty = bundled default"})
     inpainting: bool = field(default=True, metadata={
         "help": "run inpainting detection (and localization when warranted) on every query"})
-    inpainting_precision: str = field(default="auto", metadata={
-        "help": "float32, bfloat16 or auto: the inpainting models' arithmetic; auto = bfloat16 on CPUs "
-                "with AMX (detection + localization a quarter faster there), float32 elsewhere"})
+    inpainting_precision: str = field(default="float32", metadata={
+        "help": "float32 or bfloat16: the inpainting models' arithmetic. float32 gives every host the "
+                "same verdicts; bfloat16 is faster on CPUs with AMX, and its verdicts can differ from "
+                "float32's for images near the threshold"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     batch_size: int = field(default=16, metadata={"help": "images per embedding batch"})
+    # Client commands.
+    server: str = field(default="", metadata={
+        "help": "HOST:PORT of a running server for the client commands; empty = a private server on data_dir"})
     # Server.
     host: str = field(default="127.0.0.1", metadata={"help": "address the gRPC server binds"})
     port: int = field(default=50051, metadata={"help": "gRPC port"})
@@ -91,11 +95,13 @@ class Settings:
         return cls(**values)
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser, only: list[str] | None = None) -> None:
-        """Add one ``--flag`` per setting (default None: unset flags keep env/defaults)."""
+    def add_arguments(cls, parser: argparse.ArgumentParser, only: list[str] | None = None,
+                      exclude: list[str] = ()) -> None:
+        """Add one ``--flag`` per setting (default None: unset flags keep env/defaults),
+        or per setting in ``only``, less those in ``exclude``."""
         hints = get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if only is not None and f.name not in only:
+            if (only is not None and f.name not in only) or f.name in exclude:
                 continue
             kind = hints[f.name]
             parser.add_argument(

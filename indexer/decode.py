@@ -24,17 +24,25 @@ from dataclasses import dataclass
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from indexer.errors import ImageError, ImageTooLarge
+from origin_id.indexer.errors import ImageError, ImageTooLarge
 
 #: Formats decoded. Anything else PIL can open is refused: fewer parsers, fewer surprises.
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
 
 
-__all__ = ["DecodedImage", "ImageError", "ImageTooLarge", "decode_image", "sha256_hex"]
+__all__ = ["DecodeLimits", "DecodedImage", "ImageError", "ImageTooLarge", "decode_image", "sha256_hex"]
 
 
 #: Shortest side a reduced-scale JPEG decode may have (see the module docstring).
 WORKING_SIDE = 512
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """The largest image accepted (``Settings.max_pixels`` / ``max_side``)."""
+
+    max_pixels: int
+    max_side: int
 
 
 @dataclass(frozen=True)

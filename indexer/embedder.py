@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from indexer import compute
-from indexer.model_bundle import ModelBundle
-from indexer.vae import preprocess
+from origin_id.indexer.model_bundle import ModelBundle
+from origin_id.models import compute
+from origin_id.models.vae import preprocess
 
 
 class Embedder:
@@ -33,7 +33,7 @@ class Embedder:
         return self.encode(preprocess(images))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``latents`` of an already preprocessed batch (``indexer.vae.preprocess``)."""
+        """``latents`` of an already preprocessed batch (``origin_id.models.vae.preprocess``)."""
         return compute.run(self._encode, x)
 
     @torch.inference_mode()

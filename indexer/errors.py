@@ -1,7 +1,7 @@
 """Errors the service reports to callers, each mapping to one gRPC status.
 
 The server translates these into status codes in one place
-(``server.servicer``); anything else escaping a handler is a bug and is
+(``origin_id.server.servicer``); anything else escaping a handler is a bug and is
 reported as INTERNAL without losing the process.
 """
 
@@ -22,6 +22,10 @@ class ImageTooLarge(ImageError):
 
 class NotFound(LookupError):
     """No such reference (NOT_FOUND)."""
+
+
+class EmptyIndex(RuntimeError):
+    """A query against an index that holds no references (FAILED_PRECONDITION)."""
 
 
 class Conflict(Exception):

@@ -17,31 +17,26 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from detectors.analyzer import InpaintingAnalyzer
-from indexer import compute
-from indexer.config import Settings
-from indexer.transform import LinearTransform, vae_fingerprint
-from indexer.vae import load_vae
+from origin_id.detectors.analyzer import InpaintingAnalyzer
+from origin_id.indexer.config import Settings
+from origin_id.indexer.transform import LinearTransform
+from origin_id.models import compute
+from origin_id.models.vae import load_vae, vae_fingerprint
 
 log = logging.getLogger(__name__)
 
 
-def select_inpainting_dtype(requested: str, device: torch.device) -> torch.dtype | None:
+def select_inpainting_dtype(requested: str) -> torch.dtype | None:
     """The autocast dtype of the inpainting analysis, None for plain float32.
 
-    bfloat16 pays only where the hardware multiplies it natively: on a 2-core Xeon with
-    AMX, detection + localization took 260 ms instead of 341 (the VAE decode 28 instead
-    of 78), benchmark AUCs within 0.002. Without AMX, oneDNN has no native bfloat16
-    matrix units to use (not measured here), so ``auto`` keeps float32 there, and on
-    CUDA (whose LaRE UNet already runs in half precision)."""
+    float32 is the default because it makes verdicts the same on every host: bfloat16
+    (faster where the CPU multiplies it natively, AMX) rounds differently, and an image
+    whose probability sits next to the threshold can be called the other way."""
     if requested == "float32":
         return None
     if requested == "bfloat16":
         return torch.bfloat16
-    if requested != "auto":
-        raise ValueError(f"inpainting_precision must be float32, bfloat16 or auto, not {requested!r}")
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    return torch.bfloat16 if device.type == "cpu" and amx() else None
+    raise ValueError(f"inpainting_precision must be float32 or bfloat16, not {requested!r}")
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -66,7 +61,7 @@ class ModelBundle:
     version: str
     #: Serialises use of the models: CPU torch already uses every core per call,
     #: and one GPU stream gains nothing from interleaved small batches. (Once
-    #: ``indexer.compute`` is enabled the models run on one thread anyway.)
+    #: ``origin_id.models.compute`` is enabled the models run on one thread anyway.)
     lock: threading.Lock
     #: Inpainting detector + localizer on the same VAE; None when turned off or not installed.
     inpainting: InpaintingAnalyzer | None = None
@@ -81,7 +76,7 @@ class ModelBundle:
 
     @classmethod
     def load(cls, settings: Settings) -> ModelBundle:
-        """Load on the compute thread (``indexer.compute``), where the models will run."""
+        """Load on the compute thread (``origin_id.models.compute``), where the models will run."""
         return compute.run(cls._load, settings)
 
     @classmethod
@@ -116,7 +111,7 @@ class ModelBundle:
         if settings.inpainting:
             directory = Path(settings.detectors or settings.model_dir / "inpainting")
             if settings.detectors or directory.is_dir():
-                dtype = select_inpainting_dtype(settings.inpainting_precision, device)
+                dtype = select_inpainting_dtype(settings.inpainting_precision)
                 inpainting = InpaintingAnalyzer.load(directory, vae, device, lock, vae_fingerprint=fingerprint,
                                                      autocast_dtype=dtype)
                 log.info("inpainting models loaded from %s (threshold %.3f, %s)", directory, inpainting.threshold,

@@ -17,20 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.analyzer import InpaintingResult
-from indexer import compute
-from indexer.config import Settings
-from indexer.decode import DecodedImage, decode_image
-from indexer.embedder import Embedder
-from indexer.errors import InvalidRequest, NotFound
-from indexer.model_bundle import ModelBundle
-from indexer.pipeline import IngestPipeline
-from indexer.query_views import query_batch
-from indexer.store import Reference
-from indexer.store.embedded import EmbeddedPostgres
-from indexer.store.migrate import upgrade
-from indexer.store.postgres import PostgresStore
-from indexer.vector_index import VectorIndex
+from origin_id.detectors.analyzer import InpaintingResult
+from origin_id.indexer.config import Settings
+from origin_id.indexer.decode import DecodedImage, DecodeLimits, decode_image
+from origin_id.indexer.embedder import Embedder
+from origin_id.indexer.errors import EmptyIndex, InvalidRequest, NotFound
+from origin_id.indexer.model_bundle import ModelBundle
+from origin_id.indexer.pipeline import IngestPipeline
+from origin_id.indexer.query_views import query_batch
+from origin_id.indexer.store import Reference
+from origin_id.indexer.store.embedded import EmbeddedPostgres
+from origin_id.indexer.store.migrate import upgrade
+from origin_id.indexer.store.postgres import PostgresStore
+from origin_id.indexer.vector_index import VectorIndex
+from origin_id.models import compute
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,9 @@ class OriginIndex:
         self.index = index
         self.embedded = embedded
         self.embedder = Embedder(bundle, settings.batch_size)
-        self.pipeline = IngestPipeline(self, batch_size=settings.batch_size)
+        self.limits = DecodeLimits(max_pixels=settings.max_pixels, max_side=settings.max_side)
+        self.pipeline = IngestPipeline(store, self.embedder, index, limits=self.limits,
+                                       batch_size=settings.batch_size)
         self.load_report = ""
         self._stop = threading.Event()
         self._maintenance: threading.Thread | None = None
@@ -108,12 +110,21 @@ class OriginIndex:
     # -- queries ------------------------------------------------------------------
 
     def decode(self, data: bytes) -> DecodedImage:
-        return decode_image(data, max_pixels=self.settings.max_pixels, max_side=self.settings.max_side)
+        return decode_image(data, max_pixels=self.limits.max_pixels, max_side=self.limits.max_side)
 
     def identify(self, data: bytes, top_k: int = 0, collection: str = "") -> Identification:
+        """The query's candidates, match decision and inpainting verdict.
+
+        An index with no vectors, or a ``collection`` that does not exist, is an error
+        (``EmptyIndex``, ``NotFound``) rather than an empty "no match": a caller who
+        searched the wrong place must not read it as "the origin is not indexed"."""
         top_k = top_k or self.settings.default_top_k
         if not 1 <= top_k <= self.settings.max_top_k:
             raise InvalidRequest(f"top_k must be between 1 and {self.settings.max_top_k}, got {top_k}")
+        if collection:
+            self.require_collection(collection)
+        elif len(self.index) == 0:
+            raise EmptyIndex("the index holds no references yet: add some first (origin-id ingest)")
         query = self.decode(data)
         # Preprocessed once: the detectors reuse the query's view (a large photo's resize is slow).
         x = query_batch(query.image, flip=self.settings.query_flip, trim=self.settings.query_trim)
@@ -147,6 +158,16 @@ class OriginIndex:
             if len(best) >= top_k or fetch >= total:
                 return sorted(best.values(), key=lambda c: -c.score)[:top_k]
             fetch = min(total, fetch * 4)
+
+    def require_collection(self, collection: str) -> None:
+        if len(collection) > 128 or not self.store.has_collection(collection):
+            raise NotFound(f"no collection named {collection[:128]!r}")
+
+    def list(self, collection: str = "", after_id: int = 0, limit: int = 100) -> list[Reference]:
+        """References in id order after ``after_id`` (a page), of one collection or all."""
+        if collection:
+            self.require_collection(collection)
+        return self.store.list_references(collection, after_id, limit)
 
     def get(self, reference_id: int) -> Reference:
         ref = self.store.get(reference_id)

@@ -1,36 +1,50 @@
 """Bulk ingestion: read -> hash -> skip known -> decode -> embed -> write -> index.
 
-One pipeline serves ``origin-id ingest`` and the gRPC ``AddReferences``
-stream. Items are processed in batches; each batch is one database
-transaction (per-item savepoints), written *before* the vectors enter the
-index, so a process killed at any point leaves only whole references behind
-and re-running the same job skips, by content hash, everything already
-stored: resumable and idempotent without a separate job log.
+One pipeline serves ``origin-id ingest`` and the gRPC ``AddReferences`` stream (and,
+with a batch of one, ``AddReference``). Items are processed in batches; each batch is
+one database transaction (per-item savepoints), written *before* the vectors enter the
+index, so a process killed at any point leaves only whole references behind and
+re-running the same job skips, by content hash, everything already stored: resumable
+and idempotent without a separate job log.
+
+Batching happens here and only here (``gather_batches``): a batch is whatever has
+arrived when the previous one is done, up to ``batch_size``, so a stream from a slow or
+interactive client (one item, then wait for its answer) is never held back waiting for
+a full batch, and a fast source still fills them.
 """
 
 from __future__ import annotations
 
-import itertools
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
-from indexer.decode import DecodedImage, decode_image, sha256_hex
-from indexer.errors import Conflict, ImageError, InvalidRequest
-from indexer.store import DEFAULT_COLLECTION, NewReference, Reference
+from origin_id.indexer.decode import DecodedImage, DecodeLimits, decode_image, sha256_hex
+from origin_id.indexer.embedder import Embedder
+from origin_id.indexer.errors import Conflict, ImageError, InvalidRequest
+from origin_id.indexer.store import DEFAULT_COLLECTION, NewReference, Reference, ReferenceStore
+from origin_id.indexer.vector_index import VectorIndex
 
 MAX_NAME = 128
 MAX_EXTERNAL_ID = 512
 MAX_LABELS = 64
 MAX_LABEL_KEY = 128
 MAX_LABEL_VALUE = 1024
+#: How long a batch waits for more items once it has one (a stream's next message).
+BATCH_LINGER_S = 0.02
+
+T = TypeVar("T")
 
 
 @dataclass
 class IngestItem:
-    """One image to add. ``read`` defers loading the bytes until its batch runs."""
+    """One image to add. ``read`` defers loading the bytes until its batch runs; an
+    ``OSError`` or ``InvalidRequest`` it raises is that item's error."""
 
     read: Callable[[], bytes]
     collection: str = DEFAULT_COLLECTION
@@ -67,25 +81,98 @@ def validate_metadata(item: IngestItem) -> None:
                                  f"values at most {MAX_LABEL_VALUE}")
 
 
+def gather_batches(items: Iterable[T], size: int, linger_s: float = BATCH_LINGER_S) -> Iterator[list[T]]:
+    """``items`` in order, as lists of at most ``size``: each batch takes what is ready.
+
+    A reader thread drains ``items`` into a bounded queue; a batch starts with the next
+    item (waiting as long as it takes) and adds whatever arrives within ``linger_s``.
+    An exception raised by ``items`` is raised here after the items before it. When the
+    caller stops early, the reader stops at its next item."""
+    inbox: queue.Queue = queue.Queue(maxsize=size * 4)
+    done, stop = object(), threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                inbox.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
+            put(_Failure(exc))
+            return
+        put(done)
+
+    threading.Thread(target=read, name="ingest-reader", daemon=True).start()
+    try:
+        finished = False
+        while not finished:
+            batch: list[T] = []
+            entry = inbox.get()
+            while True:
+                if entry is done:
+                    finished = True
+                    break
+                if isinstance(entry, _Failure):
+                    if batch:
+                        yield batch
+                    raise entry.error
+                batch.append(entry)
+                if len(batch) >= size:
+                    break
+                try:
+                    entry = inbox.get(timeout=linger_s)
+                except queue.Empty:
+                    break
+            if batch:
+                yield batch
+    finally:
+        stop.set()
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+
+
 class IngestPipeline:
-    def __init__(self, origin_index, batch_size: int = 16, decode_threads: int = 2):
-        self.origin = origin_index
+    """Adds images to ``store`` and ``index`` with ``embedder``'s model.
+
+    Nothing else is reached for: the store is the source of truth, the index a cache that
+    is updated after each batch commits, and the model version the embedder's bundle
+    names is recorded with every vector."""
+
+    def __init__(self, store: ReferenceStore, embedder: Embedder, index: VectorIndex, *,
+                 limits: DecodeLimits, batch_size: int = 16, decode_threads: int = 2):
+        self.store = store
+        self.embedder = embedder
+        self.index = index
+        self.limits = limits
         self.batch_size = batch_size
         self._decoder = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
+
+    @property
+    def model_version(self) -> str:
+        return self.embedder.bundle.version
 
     def close(self) -> None:
         self._decoder.shutdown(wait=True)
 
     def run(self, items: Iterable[IngestItem]) -> Iterator[IngestOutcome]:
-        """Outcomes in input order, one per item, a batch at a time."""
-        iterator = iter(items)
-        while batch := list(itertools.islice(iterator, self.batch_size)):
+        """Outcomes in input order, one per item, a batch at a time (``gather_batches``)."""
+        for batch in gather_batches(items, self.batch_size):
             yield from self.process(batch)
 
     def process(self, batch: list[IngestItem]) -> list[IngestOutcome]:
+        """One batch: one transaction, one outcome per item (an item's error does not stop the others)."""
         outcomes = [IngestOutcome(item) for item in batch]
-        settings = self.origin.settings
-        model_version = self.origin.bundle.version
 
         # Read and hash; refuse bad metadata before any work.
         payloads: dict[int, bytes] = {}
@@ -103,7 +190,7 @@ class IngestPipeline:
         for i in digests:
             by_collection.setdefault(outcomes[i].item.collection or DEFAULT_COLLECTION, []).append(i)
         for collection, indices in by_collection.items():
-            known = self.origin.store.find_by_sha256(collection, [digests[i] for i in indices], model_version)
+            known = self.store.find_by_sha256(collection, [digests[i] for i in indices], self.model_version)
             for i in indices:
                 if digests[i] in known:
                     outcomes[i].reference, outcomes[i].skipped = known[digests[i]], True
@@ -111,20 +198,16 @@ class IngestPipeline:
 
         # Decode in threads (PIL releases the GIL), then embed as one batch.
         pending = sorted(payloads)
-
-        def decode(i: int) -> DecodedImage:
-            return decode_image(payloads[i], max_pixels=settings.max_pixels, max_side=settings.max_side)
-
         decoded: dict[int, DecodedImage] = {}
-        for i, result in zip(pending, self._decoder.map(_capture(decode), pending)):
-            if isinstance(result, Exception):
+        for i, result in zip(pending, self._decoder.map(self._decode, [payloads[i] for i in pending])):
+            if isinstance(result, ImageError):
                 outcomes[i].error = result
             else:
                 decoded[i] = result
         if not decoded:
             return outcomes
         order = sorted(decoded)
-        vectors = self.origin.embedder.embed([decoded[i].image for i in order])
+        vectors = self.embedder.embed([decoded[i].image for i in order])
 
         new = [
             NewReference(
@@ -134,7 +217,7 @@ class IngestPipeline:
                 labels=dict(outcomes[i].item.labels))
             for row, i in enumerate(order)
         ]
-        results = self.origin.store.write(new, model_version)
+        results = self.store.write(new, self.model_version)
         add_ids, add_vectors = [], []
         for i, ref_new, result in zip(order, new, results):
             if result.error:
@@ -145,14 +228,11 @@ class IngestPipeline:
                 add_ids.append(embedding_id)
                 add_vectors.append(ref_new.vectors[region])
         if add_ids:
-            self.origin.index.add(np.asarray(add_ids, np.int64), np.stack(add_vectors))
+            self.index.add(np.asarray(add_ids, np.int64), np.stack(add_vectors))
         return outcomes
 
-
-def _capture(fn):
-    def wrapped(arg):
+    def _decode(self, data: bytes) -> DecodedImage | ImageError:
         try:
-            return fn(arg)
+            return decode_image(data, max_pixels=self.limits.max_pixels, max_side=self.limits.max_side)
         except ImageError as exc:
             return exc
-    return wrapped

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from indexer.vae import preprocess_arrays, to_tensor
+from origin_id.models.vae import preprocess_arrays, to_tensor
 
 #: A border row/column is "background" when this share of its pixels is within
 #: ``TOLERANCE`` of the border's colour (text in a title bar covers about a third of its rows).

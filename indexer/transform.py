@@ -10,7 +10,6 @@ threshold, so one file is all a deployment needs besides the VAE.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from indexer.checkpoint import read_checkpoint, write_checkpoint
+from origin_id.models.weights import read_checkpoint, write_checkpoint
 
 FORMAT = "origin-id/id2-transform/v1"
 
@@ -63,11 +62,3 @@ class LinearTransform(nn.Module):
         module.linear.weight.data.copy_(weight)
         return module.eval()
 
-
-def vae_fingerprint(vae: nn.Module) -> str:
-    """A short hash of a model's weights, independent of where it was loaded from."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(vae.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]

@@ -10,7 +10,7 @@
 * All searches go through one worker thread that batches concurrent queries:
   faiss GPU indexes are not thread-safe, and one batched search beats many
   small ones on either device. The worker hands each batch to the process's
-  compute thread (``indexer.compute``), where the models run too: faiss and
+  compute thread (``origin_id.models.compute``), where the models run too: faiss and
   torch share an OpenMP runtime that slows down once several threads use it.
 * ``save`` writes the index and a checkpoint (model version, count, max id,
   id sum, file hash) atomically; ``load_or_rebuild`` trusts the file only if
@@ -32,8 +32,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from indexer import compute
-from indexer.store import Checkpoint, ReferenceStore
+from origin_id.indexer.store import Checkpoint, ReferenceStore
+from origin_id.models import compute
 
 log = logging.getLogger(__name__)
 

@@ -1,38 +1,24 @@
-"""Alembic environment: the URL comes from the caller (``indexer.store.migrate``)."""
+"""Alembic environment: the caller (``origin_id.indexer.store.migrate``) hands over a connection.
+
+Migrations are written by hand and import nothing from the service (the store depends on
+them, not the other way round); ``tests/indexer/test_store.py`` checks that the head
+revision matches the store's table definitions.
+"""
 
 from alembic import context
-from sqlalchemy import create_engine, pool
-
-from indexer.store.postgres import normalise_url
-from indexer.store.schema import metadata
 
 config = context.config
-target_metadata = metadata
-
-
-def run_migrations_offline() -> None:
-    context.configure(url=normalise_url(config.get_main_option("sqlalchemy.url")),
-                      target_metadata=target_metadata, literal_binds=True)
-    with context.begin_transaction():
-        context.run_migrations()
 
 
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
-    if connection is not None:
-        context.configure(connection=connection, target_metadata=target_metadata)
-        with context.begin_transaction():
-            context.run_migrations()
-        return
-    engine = create_engine(normalise_url(config.get_main_option("sqlalchemy.url")), poolclass=pool.NullPool)
-    with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata)
-        with context.begin_transaction():
-            context.run_migrations()
-    engine.dispose()
+    if connection is None:
+        raise SystemExit("migrations run through `origin-id db upgrade` (or on start), which passes a connection")
+    context.configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
 
 
 if context.is_offline_mode():
-    run_migrations_offline()
-else:
-    run_migrations_online()
+    raise SystemExit("offline (SQL script) migrations are not supported; run `origin-id db upgrade`")
+run_migrations_online()

@@ -17,11 +17,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from indexer.config import Settings
-from indexer.origin_index import OriginIndex
-from server.api.origin.v1 import origin_pb2, origin_pb2_grpc
-from server.client import SERVICE_NAME, channel_options
-from server.servicer import OriginServicer
+from origin_id.indexer.config import Settings
+from origin_id.indexer.origin_index import OriginIndex
+from origin_id.server.api.origin.v1 import origin_pb2, origin_pb2_grpc
+from origin_id.server.client import SERVICE_NAME, channel_options
+from origin_id.server.servicer import OriginServicer
 
 log = logging.getLogger(__name__)
 

@@ -1,33 +1,41 @@
-"""``origin-id``: serve, ingest, query, and look after the index.
+"""``origin-id``: serve, ingest, query, and look after the references.
 
-    origin-id serve   --data-dir DIR [--port 50051] [--database-url URL]
-    origin-id ingest  PATH... [--collection C] [--server HOST:PORT]
-    origin-id query   IMAGE [--top-k 5] [--json] [--server HOST:PORT]
-    origin-id stats   [--server HOST:PORT]
-    origin-id db upgrade | current
-    origin-id demo    --data-dir DIR
-    origin-id train-transform ...   (see training/train_transform.py)
+    origin-id serve   [--data-dir DIR] [--host H] [--port 50051] [--database-url URL]
+    origin-id ingest  PATH... [--collection C]
+    origin-id query   IMAGE [--top-k 5] [--collection C] [--json] [--mask-out M.png]
+    origin-id get     ID | --external-id X [--collection C] [--json]
+    origin-id delete  ID | --external-id X [--collection C]
+    origin-id list    [--collection C] [--page-size 50] [--page-token T | --all] [--json]
+    origin-id stats   [--json]
+    origin-id db      upgrade | current
+    origin-id demo
 
-Without ``--server`` the command works on the data directory itself
-(embedded PostgreSQL under it, or ``--database-url``); with it, it talks to a
-running server over gRPC. Settings come from flags, then ``ORIGIN_ID_*``
-environment variables (see ``indexer.config``).
+Every client command talks gRPC. With ``--server HOST:PORT`` (or ``ORIGIN_ID_SERVER``)
+it talks to a running server; without, it starts a private server on the data
+directory for the length of the command (``ingest`` creates the directory, the others
+refuse one that does not exist). Settings come from flags, then ``ORIGIN_ID_*``
+environment variables (``origin_id.indexer.config``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import sys
 import threading
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 from tqdm import tqdm
 
-from indexer.config import Settings
+from origin_id.indexer.config import Settings
+from origin_id.server import formatting
 
 # The embedded PostgreSQL is started with subprocess (fork + exec) while gRPC
 # threads run; gRPC's fork handlers are for forks that keep running Python.
@@ -36,12 +44,46 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 log = logging.getLogger("origin-id")
 
 
-# -- serve ---------------------------------------------------------------------------
+class UsageError(Exception):
+    """A command that cannot run as given (exit status 2)."""
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from server.app import OriginServer
 
-    settings = Settings.from_args(args)
+# -- talking to a server ------------------------------------------------------------------
+
+@contextlib.contextmanager
+def connect(settings: Settings, *, create: bool = False):
+    """An ``OriginClient`` for ``settings.server``, or for a private server on the data
+    directory, started for this command and stopped after it (``create``: the directory
+    may be new; otherwise one that does not exist is an error, not an empty index)."""
+    from origin_id.server.client import OriginClient
+
+    if settings.server:
+        with OriginClient(settings.server, settings.max_message_mib) as client:
+            yield client
+        return
+    data_dir = Path(settings.data_dir)
+    if not create and not settings.database_url and not (data_dir / "postgres").is_dir():
+        raise UsageError(f"no index at {data_dir}: ingest images first (origin-id ingest PATH --data-dir "
+                         f"{data_dir}), or pass --server HOST:PORT to ask a running server")
+    from origin_id.server.app import OriginServer
+
+    server = OriginServer(dataclasses.replace(settings, host="127.0.0.1", port=0))
+    port = server.start()
+    try:
+        server.loaded.wait()
+        if server.load_error is not None:
+            raise UsageError(f"cannot open the index at {data_dir}: {server.load_error}")
+        with OriginClient(f"127.0.0.1:{port}", settings.max_message_mib) as client:
+            yield client
+    finally:
+        server.stop(grace=5)
+
+
+# -- serve -----------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from origin_id.server.app import OriginServer
+
     server = OriginServer(settings)
     stopping = threading.Event()
 
@@ -61,145 +103,135 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- ingest --------------------------------------------------------------------------
+# -- ingest ----------------------------------------------------------------------------
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    """Streams the sources (nothing is held per item beyond the batch in flight)."""
-    from collections import deque
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    """Streams the sources through ``AddReferences``; nothing is held per item beyond the
+    batches in flight. A file that cannot be read is that item's error, reported here."""
+    from origin_id.indexer.errors import InvalidRequest
+    from origin_id.indexer.sources import iter_sources, scan_sources
+    from origin_id.server.api.origin.v1 import origin_pb2 as pb
 
-    from indexer.sources import count_sources, iter_sources
-
-    settings = Settings.from_args(args)
     paths = [Path(p) for p in args.paths]
-    total = count_sources(paths)
-    items = iter_sources(paths, collection=args.collection)
-    counts = {"created": 0, "present": 0, "failed": 0}
-    bar = tqdm(total=total, desc="ingest", unit="img", dynamic_ncols=True)
+    try:
+        scan = scan_sources(paths)
+    except InvalidRequest as exc:
+        raise UsageError(str(exc)) from None
+    counts = {"new": 0, "present": 0, "failed": 0}
+    bar = tqdm(total=scan.items, desc="ingest", unit="img", dynamic_ncols=True)
 
-    def record(ok: bool, created: bool, what: str, error: str = "") -> None:
-        key = "failed" if not ok else ("created" if created else "present")
+    def record(key: str, what: str = "", error: str = "") -> None:
         counts[key] += 1
-        if not ok:
+        if error:
             tqdm.write(f"error: {what}: {error}", file=sys.stderr)
         bar.update(1)
         bar.set_postfix(counts)
 
-    if args.server:
-        from server.api.origin.v1 import origin_pb2 as pb
-        from server.client import OriginClient
+    in_flight: deque[str] = deque()  # replies come back in request order
 
-        in_flight: deque = deque()  # replies come back in request order
+    def requests() -> Iterator[pb.AddReferenceRequest]:
+        for item in iter_sources(paths, collection=args.collection):
+            try:
+                image = item.read()
+            except (InvalidRequest, OSError) as exc:
+                record("failed", item.source_uri or item.external_id or "manifest row", str(exc))
+                continue
+            in_flight.append(item.source_uri)
+            yield pb.AddReferenceRequest(image=image, external_id=item.external_id, collection=item.collection,
+                                         source_uri=item.source_uri, labels=item.labels)
 
-        def requests():
-            for item in items:
-                in_flight.append(item.source_uri)
-                yield pb.AddReferenceRequest(image=item.read(), external_id=item.external_id,
-                                             collection=item.collection, source_uri=item.source_uri,
-                                             labels=item.labels)
-
-        with OriginClient(args.server, settings.max_message_mib) as client:
-            client.wait_until_serving(timeout=600)
-            for reply in client.add_many(requests()):
-                record(not reply.HasField("error"), reply.created, in_flight.popleft(), reply.error.message)
-    else:
-        from indexer.origin_index import OriginIndex
-
-        origin = OriginIndex.open(settings)
-        try:
-            for outcome in origin.pipeline.run(items):
-                record(outcome.error is None, outcome.created, outcome.item.source_uri, str(outcome.error))
-        finally:
-            origin.close()
+    with connect(settings, create=True) as client:
+        client.wait_until_serving(timeout=600)
+        for reply in client.add_many(requests()):
+            what = in_flight.popleft()
+            if reply.HasField("error"):
+                record("failed", what, reply.error.message)
+            else:
+                record("new" if reply.created else "present")
     bar.close()
-    done = sum(counts.values())
-    print(f"ingested {done} images: {counts['created']} new, {counts['present']} already present, "
+    print(f"ingested {sum(counts.values())} images: {counts['new']} new, {counts['present']} already present, "
           f"{counts['failed']} failed")
+    if scan.skipped:
+        shown = ", ".join(str(p) for p in scan.skipped[:10])
+        more = f" and {len(scan.skipped) - 10} more" if len(scan.skipped) > 10 else ""
+        print(f"skipped {len(scan.skipped)} files that are not images: {shown}{more}")
     return 1 if counts["failed"] else 0
 
 
-# -- query ---------------------------------------------------------------------------
+# -- query and the references ---------------------------------------------------------------
 
-def cmd_query(args: argparse.Namespace) -> int:
-    settings = Settings.from_args(args)
-    data = Path(args.image).read_bytes()
-    if args.server:
-        from server.client import OriginClient
-
-        with OriginClient(args.server, settings.max_message_mib) as client:
-            reply = client.identify(data, top_k=args.top_k, collection=args.collection)
-    else:
-        from indexer.origin_index import OriginIndex
-        from server.servicer import identification_to_pb
-
-        origin = OriginIndex.open(settings)
-        try:
-            reply = identification_to_pb(origin.identify(data, top_k=args.top_k, collection=args.collection),
-                                         origin.bundle.version)
-        finally:
-            origin.close()
+def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        data = Path(args.image).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.image}: {exc.strerror or exc}") from None
+    with connect(settings) as client:
+        reply = client.identify(data, top_k=args.top_k, collection=args.collection)
     if args.mask_out and reply.inpainting.mask_png:
         Path(args.mask_out).write_bytes(reply.inpainting.mask_png)
-    result = reply_to_dict(reply)
-    # The mask is binary PNG data: written with --mask-out, summarised in the printed answer.
-    result.get("inpainting", {}).pop("mask_png", None)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(formatting.dumps(reply, drop=("inpainting.mask_png",)))
     else:
-        print(format_answer(Path(args.image).name, result))
+        print(formatting.format_answer(Path(args.image).name, reply))
     return 0
 
 
-def reply_to_dict(reply) -> dict:
-    """An IdentifyOriginResponse as the plain dict that ``--json`` prints and ``format_answer`` reads."""
-    from google.protobuf.json_format import MessageToDict
-
-    return MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-
-
-def format_answer(name: str, result: dict) -> str:
-    verdict = "MATCH" if result.get("match") else "no match"
-    lines = [f"{name}: {verdict} (threshold {float(result.get('match_threshold', 0)):.3f})",
-             f"  {'rank':>4}  {'score':>6}  {'id':>6}  {'collection':<12} {'external_id':<28} source"]
-    for rank, cand in enumerate(result.get("candidates", []), start=1):
-        ref = cand["reference"]
-        lines.append(f"  {rank:>4}  {float(cand['score']):6.3f}  {int(ref['id']):>6}  "
-                     f"{ref.get('collection', ''):<12} {ref.get('external_id', '')[:28]:<28} "
-                     f"{ref.get('source_uri', '')}")
-    lines.append("  " + format_verdict(result.get("inpainting", {})))
-    return "\n".join(lines)
+def _key(args: argparse.Namespace) -> dict:
+    if (args.id is None) == (not args.external_id):
+        raise UsageError("give a reference id, or --external-id (with --collection)")
+    if args.id is not None:
+        return {"reference_id": args.id}
+    return {"collection": args.collection, "external_id": args.external_id}
 
 
-def format_verdict(v: dict) -> str:
-    if not v.get("available"):
-        return "inpainting: not checked (no inpainting models loaded)"
-    head = (f"inpainting: {'INPAINTED' if v.get('inpainted') else 'not inpainted'} "
-            f"(p={float(v.get('probability', 0)):.3f}, threshold {float(v.get('decision_threshold', 0)):.3f})")
-    if not v.get("localized"):
-        return head + "; localization skipped (confidently clean)"
-    box = v.get("mask_bbox") or {}
-    return (head + f"; mask covers {100 * float(v.get('mask_area_fraction', 0)):.1f}% of the image"
-            + (f", bbox x={box.get('x', 0)} y={box.get('y', 0)} w={box.get('width', 0)} h={box.get('height', 0)}"
-               if box else ""))
-
-
-# -- stats / db --------------------------------------------------------------------
-
-def cmd_stats(args: argparse.Namespace) -> int:
-    from google.protobuf.json_format import MessageToDict
-
-    from server.client import OriginClient
-
-    settings = Settings.from_args(args)
-    with OriginClient(args.server, settings.max_message_mib) as client:
-        print(json.dumps(MessageToDict(client.stats(), preserving_proto_field_name=True), indent=2))
+def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
+    key = _key(args)
+    with connect(settings) as client:
+        ref = client.get(**key)
+    print(formatting.dumps(ref) if args.json else formatting.format_reference(ref))
     return 0
 
 
-def cmd_db(args: argparse.Namespace) -> int:
-    from indexer.origin_index import open_store
-    from indexer.store.migrate import current_revision, head_revision
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    key = _key(args)
+    with connect(settings) as client:
+        ref = client.delete(**key)
+    print(f"deleted reference {ref.id} ({ref.collection}/{ref.external_id or ref.sha256[:12]})")
+    return 0
 
-    settings = Settings.from_args(args)
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    with connect(settings) as client:
+        token, first = args.page_token, True
+        while True:
+            page = client.list(collection=args.collection, page_size=args.page_size, page_token=token)
+            if args.json:
+                print(formatting.dumps(page))
+            else:
+                if first:
+                    print(formatting.REFERENCE_HEADER)
+                for line in formatting.format_reference_rows(page.references):
+                    print(line)
+            first, token = False, page.next_page_token
+            if not token or not args.all:
+                break
+        if token and not args.json:
+            print(f"more: origin-id list --page-token {token}" + (f" --collection {args.collection}"
+                                                                   if args.collection else ""))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    with connect(settings) as client:
+        stats = client.stats()
+    print(formatting.dumps(stats) if args.json else formatting.format_stats(stats))
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from origin_id.indexer.origin_index import open_store
+    from origin_id.indexer.store.migrate import current_revision, head_revision
+
     store, embedded = open_store(settings)  # opening migrates to head
     try:
         print(f"database at revision {current_revision(store.engine)} (head {head_revision()})")
@@ -210,52 +242,73 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_transform(rest: list[str]) -> int:
-    from training.train_transform import main as train_main
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from origin_id.server.demo import run_demo
 
-    train_main(rest)
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from server.demo import run_demo
-
-    return run_demo(Settings.from_args(args), n_extra=args.extra_images)
+    return run_demo(settings, n_images=args.images)
 
 
-# -- parser ----------------------------------------------------------------------------
+# -- parser ------------------------------------------------------------------------------
+
+#: Settings a client command may need: where the data is (local mode) or the server is.
+CLIENT_SETTINGS = ["server", "data_dir", "database_url", "vae", "transform", "detectors", "inpainting",
+                   "inpainting_precision", "device", "batch_size", "max_pixels", "max_side", "faiss_gpu",
+                   "max_message_mib", "default_top_k", "max_top_k", "match_threshold"]
+
+
+def _reference_key(p: argparse.ArgumentParser) -> None:
+    p.add_argument("id", nargs="?", type=int, help="the reference's id")
+    p.add_argument("--external-id", default="", help="the reference's external_id (with --collection)")
+    p.add_argument("--collection", default="", help="collection of --external-id (empty = default)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="origin-id", description="Image origin identification service")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (serve: INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
-    local = ["data_dir", "database_url", "vae", "transform", "detectors", "inpainting", "device", "batch_size",
-             "max_pixels", "max_side", "faiss_gpu", "max_message_mib", "default_top_k", "max_top_k", "match_threshold"]
 
     p = sub.add_parser("serve", help="run the gRPC server")
-    Settings.add_arguments(p)
+    Settings.add_arguments(p, exclude=["server"])
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("ingest", help="add images (files, folders, CSV/JSONL manifests)")
     p.add_argument("paths", nargs="+")
-    p.add_argument("--collection", default="default")
-    p.add_argument("--server", default="", help="HOST:PORT of a running server (else work locally)")
-    Settings.add_arguments(p, only=local)
+    p.add_argument("--collection", default="default", help="collection of files and rows that name none")
+    Settings.add_arguments(p, only=CLIENT_SETTINGS)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("query", help="where did this image come from?")
     p.add_argument("image")
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--collection", default="")
+    p.add_argument("--collection", default="", help="search this collection only (empty = all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--mask-out", default="", help="write the inpainting mask PNG here when one was computed")
-    p.add_argument("--server", default="", help="HOST:PORT of a running server (else work locally)")
-    Settings.add_arguments(p, only=local)
+    Settings.add_arguments(p, only=CLIENT_SETTINGS)
     p.set_defaults(func=cmd_query)
 
-    p = sub.add_parser("stats", help="index statistics from a running server")
-    p.add_argument("--server", default="127.0.0.1:50051")
-    Settings.add_arguments(p, only=["max_message_mib"])
+    p = sub.add_parser("get", help="show one reference")
+    _reference_key(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    Settings.add_arguments(p, only=CLIENT_SETTINGS)
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("delete", help="delete one reference (from the store and the index, at once)")
+    _reference_key(p)
+    Settings.add_arguments(p, only=CLIENT_SETTINGS)
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("list", help="list references, a page at a time")
+    p.add_argument("--collection", default="", help="this collection only (empty = all)")
+    p.add_argument("--page-size", type=int, default=50)
+    p.add_argument("--page-token", default="", help="the token the previous page printed")
+    p.add_argument("--all", action="store_true", help="every page, one after another")
+    p.add_argument("--json", action="store_true", help="print each page as JSON")
+    Settings.add_arguments(p, only=CLIENT_SETTINGS)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("stats", help="counts per collection, index, model")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    Settings.add_arguments(p, only=CLIENT_SETTINGS)
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("db", help="database schema")
@@ -263,29 +316,34 @@ def build_parser() -> argparse.ArgumentParser:
     Settings.add_arguments(p, only=["data_dir", "database_url"])
     p.set_defaults(func=cmd_db)
 
-    p = sub.add_parser("demo", help="serve + ingest a sample set + query edited copies, then stop")
-    p.add_argument("--extra-images", type=int, default=60, help="procedural images added to the samples")
-    Settings.add_arguments(p)
+    p = sub.add_parser("demo", help="serve + ingest sample images + query edited copies, then stop")
+    p.add_argument("--images", type=int, default=48, help="sample reference images to make and ingest")
+    Settings.add_arguments(p, exclude=["server"])
     p.set_defaults(func=cmd_demo)
-
-    sub.add_parser("train-transform", help="train the ID2 linear transform (see --help)", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train-transform"]:
-        logging.basicConfig(level=logging.INFO)
-        return cmd_train_transform(argv[1:])
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    level = "INFO" if args.command in ("serve", "demo") and args.log_level == "WARNING" else args.log_level
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "faiss.loader", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return args.func(args)
-    except (ValueError, LookupError, FileNotFoundError) as exc:
+        return args.func(args, Settings.from_args(args))
+    except (UsageError, ValueError, FileNotFoundError) as exc:
         print(f"origin-id {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except grpc.RpcError as exc:
+        print(f"origin-id {args.command}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (``origin-id list | head``): stop quietly, and keep the
+        # interpreter's final flush of stdout from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

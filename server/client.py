@@ -7,13 +7,14 @@ a deadline.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.api.origin.v1 import origin_pb2 as pb
-from server.api.origin.v1 import origin_pb2_grpc as pb_grpc
+from origin_id.server.api.origin.v1 import origin_pb2 as pb
+from origin_id.server.api.origin.v1 import origin_pb2_grpc as pb_grpc
 
 SERVICE_NAME = "origin.v1.OriginService"
 
@@ -45,8 +46,6 @@ class OriginClient:
 
     def wait_until_serving(self, timeout: float = 300.0) -> None:
         """Block until health says SERVING (the index is loaded)."""
-        import time
-
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -74,6 +73,12 @@ class OriginClient:
         request = (pb.GetReferenceRequest(external=pb.ExternalKey(collection=collection, external_id=external_id))
                    if external_id else pb.GetReferenceRequest(id=reference_id))
         return self.stub.GetReference(request, timeout=self.timeout).reference
+
+    def list(self, collection: str = "", page_size: int = 0, page_token: str = "") -> pb.ListReferencesResponse:
+        """One page of references in id order; pass its ``next_page_token`` for the next."""
+        return self.stub.ListReferences(
+            pb.ListReferencesRequest(collection=collection, page_size=page_size, page_token=page_token),
+            timeout=self.timeout)
 
     def delete(self, reference_id: int = 0, collection: str = "", external_id: str = "") -> pb.Reference:
         request = (pb.DeleteReferenceRequest(external=pb.ExternalKey(collection=collection, external_id=external_id))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from indexer.store import Reference
-from server.api.origin.v1 import origin_pb2 as pb
+from origin_id.indexer.store import Reference
+from origin_id.server.api.origin.v1 import origin_pb2 as pb
 
 
 def reference_to_pb(ref: Reference) -> pb.Reference:

@@ -1,32 +1,34 @@
 """``OriginService`` handlers: translate requests to ``OriginIndex`` calls.
 
-Every handler is wrapped by ``_status``, the one place where errors become
-gRPC status codes: bad input is INVALID_ARGUMENT, oversize input
-RESOURCE_EXHAUSTED, unknown ids NOT_FOUND, uniqueness clashes ALREADY_EXISTS,
-not-yet-loaded index UNAVAILABLE. Anything else is logged and reported as
-INTERNAL; the process keeps serving.
+Every handler is wrapped by ``_status``, the one place where errors become gRPC status
+codes: bad input is INVALID_ARGUMENT, oversize input RESOURCE_EXHAUSTED, unknown ids
+and collections NOT_FOUND, uniqueness clashes ALREADY_EXISTS, a query against an empty
+index FAILED_PRECONDITION, a not-yet-loaded index UNAVAILABLE. Anything else is logged
+and reported as INTERNAL; the process keeps serving.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import queue
-import threading
 from collections.abc import Iterator
 
 import grpc
 
-from detectors.analyzer import InpaintingResult
-from indexer.errors import Conflict, ImageTooLarge, InvalidRequest, NotFound, NotReady
-from indexer.origin_index import Identification, OriginIndex
-from indexer.pipeline import IngestItem, IngestOutcome
-from indexer.store import DEFAULT_COLLECTION
-from server.api.origin.v1 import origin_pb2 as pb
-from server.api.origin.v1 import origin_pb2_grpc as pb_grpc
-from server.convert import reference_to_pb
+from origin_id.detectors.analyzer import InpaintingResult
+from origin_id.indexer.errors import Conflict, EmptyIndex, ImageTooLarge, InvalidRequest, NotFound, NotReady
+from origin_id.indexer.origin_index import Identification, OriginIndex
+from origin_id.indexer.pipeline import IngestItem, IngestOutcome
+from origin_id.indexer.store import DEFAULT_COLLECTION
+from origin_id.server.api.origin.v1 import origin_pb2 as pb
+from origin_id.server.api.origin.v1 import origin_pb2_grpc as pb_grpc
+from origin_id.server.convert import reference_to_pb
 
 log = logging.getLogger(__name__)
+
+#: ``ListReferences`` page size when a request gives 0, and the largest it may ask.
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
+_EXPECTED = (InvalidRequest, NotFound, Conflict, NotReady, EmptyIndex)
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
@@ -38,6 +40,8 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, Conflict):
         return grpc.StatusCode.ALREADY_EXISTS
+    if isinstance(exc, EmptyIndex):
+        return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, NotReady):
         return grpc.StatusCode.UNAVAILABLE
     return grpc.StatusCode.INTERNAL
@@ -48,7 +52,7 @@ def _status(handler):
     def wrapped(self, request, context: grpc.ServicerContext):
         try:
             return handler(self, request, context)
-        except (InvalidRequest, NotFound, Conflict, NotReady) as exc:
+        except _EXPECTED as exc:
             context.abort(status_for(exc), str(exc))
         except grpc.RpcError:
             raise
@@ -80,53 +84,23 @@ class OriginServicer(pb_grpc.OriginServiceServicer):
             raise outcome.error
         return pb.AddReferenceResponse(reference=reference_to_pb(outcome.reference), created=outcome.created)
 
-    def AddReferences(self, request_iterator: Iterator[pb.AddReferenceRequest], context) -> Iterator[
-            pb.AddReferenceResponse]:
+    def AddReferences(self, request_iterator: Iterator[pb.AddReferenceRequest],
+                      context) -> Iterator[pb.AddReferenceResponse]:
+        """The pipeline batches the stream as it arrives (``origin_id.indexer.pipeline.gather_batches``)."""
         try:
             origin = self._ready()
         except NotReady as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        # A reader thread drains the stream so batches form from what has
-        # arrived, without waiting for a full batch when the client is slow.
-        inbox: queue.Queue = queue.Queue(maxsize=origin.pipeline.batch_size * 4)
-        done = object()
-
-        def read() -> None:
-            try:
-                for request in request_iterator:
-                    inbox.put(request)
-            except grpc.RpcError:
-                pass  # client went away; the handler sees the cancelled context
-            except Exception as exc:
-                inbox.put(exc)
-            inbox.put(done)
-
-        threading.Thread(target=read, name="add-references-reader", daemon=True).start()
-        position = 0
-        finished = False
-        while not finished:
-            batch = [inbox.get()]
-            while len(batch) < origin.pipeline.batch_size:
-                try:
-                    batch.append(inbox.get(timeout=0.02))
-                except queue.Empty:
-                    break
-            if batch[-1] is done:
-                batch.pop()
-                finished = True
-            for item in batch:
-                if isinstance(item, Exception):
-                    context.abort(grpc.StatusCode.INTERNAL, f"reading the request stream failed: {item}")
-            try:
-                outcomes = origin.pipeline.process([_item(r) for r in batch]) if batch else []
-            except Exception:
-                log.exception("AddReferences batch failed")
-                context.abort(grpc.StatusCode.INTERNAL, "internal error while adding a batch; see server log")
-            for outcome in outcomes:
+        try:
+            for position, outcome in enumerate(origin.pipeline.run(_item(r) for r in request_iterator)):
                 yield _add_response(outcome, position)
-                position += 1
-            if not context.is_active():
-                return
+                if not context.is_active():
+                    return
+        except grpc.RpcError:
+            return  # the client went away mid-stream; what was acknowledged is committed
+        except Exception:
+            log.exception("AddReferences failed")
+            context.abort(grpc.StatusCode.INTERNAL, "internal error while adding a batch; see server log")
 
     @_status
     def GetReference(self, request: pb.GetReferenceRequest, context) -> pb.GetReferenceResponse:
@@ -139,6 +113,19 @@ class OriginServicer(pb_grpc.OriginServiceServicer):
         else:
             raise InvalidRequest("give either id or external (collection + external_id)")
         return pb.GetReferenceResponse(reference=reference_to_pb(ref))
+
+    @_status
+    def ListReferences(self, request: pb.ListReferencesRequest, context) -> pb.ListReferencesResponse:
+        origin = self._ready()
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise InvalidRequest(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {request.page_size}")
+        after = _page_position(request.page_token)
+        refs = origin.list(request.collection, after_id=after, limit=size + 1)
+        more = len(refs) > size
+        refs = refs[:size]
+        return pb.ListReferencesResponse(references=[reference_to_pb(r) for r in refs],
+                                         next_page_token=str(refs[-1].id) if more else "")
 
     @_status
     def DeleteReference(self, request: pb.DeleteReferenceRequest, context) -> pb.DeleteReferenceResponse:
@@ -161,7 +148,8 @@ class OriginServicer(pb_grpc.OriginServiceServicer):
             dimension=origin.index.dim, index_type=origin.index.description,
             model_version=origin.bundle.version, device=str(origin.bundle.device),
             collections=[pb.CollectionStats(name=n, references=c) for n, c in per_collection.items()],
-            match_threshold=origin.match_threshold, detectors_loaded=False)
+            match_threshold=origin.match_threshold,
+            detectors_loaded=origin.settings.inpainting and origin.bundle.inpainting is not None)
 
 
 def identification_to_pb(result: Identification, model_version: str) -> pb.IdentifyOriginResponse:
@@ -186,6 +174,15 @@ def verdict_to_pb(result: InpaintingResult | None) -> pb.InpaintingVerdict:
         if box is not None:
             verdict.mask_bbox.CopyFrom(pb.BoundingBox(x=box[0], y=box[1], width=box[2], height=box[3]))
     return verdict
+
+
+def _page_position(token: str) -> int:
+    """The id a page starts after: the previous page's ``next_page_token`` (its last id)."""
+    if not token:
+        return 0
+    if not token.isdigit() or len(token) > 19:
+        raise InvalidRequest("page_token is not one this service gave out")
+    return int(token)
 
 
 def _item(request: pb.AddReferenceRequest) -> IngestItem:

@@ -1,5 +1,9 @@
 """Shared fixtures: a real PostgreSQL, the real bundled models, real images.
 
+The tests mirror the code: ``tests/<package>/test_<module>.py``. Those of the research
+folders (``tests/training``, ``tests/bench``) are the slow suite (``make test-slow``);
+``make test`` runs the rest.
+
 * ``postgres_cluster``: one embedded PostgreSQL for the session (or the server
   named by ``TEST_DATABASE_URL``); ``database_url`` gives each test its own
   fresh database on it, migrated by the code under test.
@@ -24,13 +28,22 @@ import pytest
 from PIL import Image
 from sqlalchemy.engine import make_url
 
-from indexer.config import Settings
-from indexer.model_bundle import ModelBundle
-from indexer.origin_index import OriginIndex
-from indexer.store.embedded import EmbeddedPostgres
+from origin_id.indexer.config import Settings
+from origin_id.indexer.model_bundle import ModelBundle
+from origin_id.indexer.origin_index import OriginIndex
+from origin_id.indexer.store.embedded import EmbeddedPostgres
 from training.data import procedural_image, skimage_images
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+TESTS = Path(__file__).resolve().parent
+SLOW_FOLDERS = ("training", "bench")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if Path(item.fspath).resolve().relative_to(TESTS).parts[0] in SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)
 
 
 def encode(im: Image.Image, fmt: str = "JPEG", **kwargs) -> bytes:
@@ -127,7 +140,7 @@ def origin(settings, bundle):
 
 @pytest.fixture
 def grpc_server(settings, origin):
-    from server.app import OriginServer
+    from origin_id.server.app import OriginServer
 
     server = OriginServer(settings, origin=origin)
     server.start()
@@ -138,7 +151,7 @@ def grpc_server(settings, origin):
 
 @pytest.fixture
 def client(grpc_server):
-    from server.client import OriginClient
+    from origin_id.server.client import OriginClient
 
     with OriginClient(f"127.0.0.1:{grpc_server.port}", max_message_mib=64, timeout=60) as c:
         c.wait_until_serving(timeout=30)

@@ -1,6 +1,6 @@
 """Calibrate the match threshold of an ID2 transform the way the service queries.
 
-    python -m training.calibrate_transform [--transform indexer/default_model/transform.safetensors]
+    python -m training.calibrate_transform --transform .data/runs/transform.safetensors
 
 The threshold is a cosine score: at or above it the top candidate is called
 the origin. It is chosen on data no model trained on (the *val* photo split,
@@ -13,7 +13,7 @@ the origin. It is chosen on data no model trained on (the *val* photo split,
 * negatives: edited copies of images that are *not* in the gallery.
 
 Every query is scored exactly as ``OriginIndex.identify`` scores it: the best
-score over its views (``indexer.query_views``: the query, borders trimmed,
+score over its views (``origin_id.indexer.query_views``: the query, borders trimmed,
 mirrored). The lowest threshold whose declared matches reach
 ``--target-precision`` (95%) is written into the transform file with the
 figures measured, so the service reports a calibrated ``match``.
@@ -30,11 +30,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from indexer.config import Settings
-from indexer.embedder import Embedder
-from indexer.model_bundle import ModelBundle
-from indexer.query_views import query_views
-from indexer.transform import LinearTransform
+from origin_id.indexer.config import Settings
+from origin_id.indexer.embedder import Embedder
+from origin_id.indexer.model_bundle import ModelBundle
+from origin_id.indexer.query_views import query_views
+from origin_id.indexer.transform import LinearTransform
 from training.data import allowed_photos, photo_tiles, photos_in_split, procedural_image
 from training.edits import random_seen_edit
 
@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     # Calibration needs only the embedder: no inpainting models.
     settings = dataclasses.replace(Settings.from_args(args), inpainting=False)
-    transform_path = Path(settings.transform or settings.model_dir / "transform.safetensors")
+    if not settings.transform:
+        p.error("--transform names the file to calibrate (a run's; the bundled one changes only by "
+                "make promote-transform)")
+    transform_path = Path(settings.transform)
     rng = np.random.default_rng(args.seed)
 
     tiles = [t for photo in photos_in_split("val", allowed_photos()) for t in photo_tiles(photo)]

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from detectors.weights import load_model
+from origin_id.models.weights import load_model
 from training.cnn_inpainter import DEFAULT_WEIGHTS, FORMAT, CnnInpainter, CnnInpainterConfig, weights_digest
 
 MASKS = ["rectangle", "ellipse", "brush", "polygon", "border"]
@@ -173,7 +173,7 @@ def set_fill_vae(vae: torch.nn.Module) -> None:
 
 def _vae() -> torch.nn.Module:
     if not _fill_vae:
-        from indexer.vae import load_vae
+        from origin_id.models.vae import load_vae
 
         set_fill_vae(load_vae(DEFAULT_FILL_VAE))
     return _fill_vae[0]

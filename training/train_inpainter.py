@@ -8,9 +8,9 @@ no fill that learned their content), holes drawn with the seen mask types
 (``training.inpainting.make_mask``; the held-out ``polygon`` stays out) covering
 3-30% of the crop, a random mirror. Loss: L1 over the hole, weighted 6 to 1
 against L1 over the known pixels (which the network must pass through; the fill
-pastes only the hole). One-cycle AdamW. Writes the weights
-(``training.cnn_inpainter.DEFAULT_WEIGHTS``), the loss curve and a sheet of
-fills (original | masked | filled) to ``training/results``.
+pastes only the hole). One-cycle AdamW. Writes the weights to ``--out`` (promoted to
+``training.cnn_inpainter.DEFAULT_WEIGHTS`` by ``make promote-inpainter``), the loss
+curve and a sheet of fills (original | masked | filled) to ``training/results``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from detectors.weights import count_parameters, save_model
-from training.cnn_inpainter import DEFAULT_WEIGHTS, FORMAT, CnnInpainter, CnnInpainterConfig
+from origin_id.models.weights import count_parameters, save_model
+from training.cnn_inpainter import FORMAT, CnnInpainter, CnnInpainterConfig
 from training.data import photo_source, photos_in_split, random_crop
 from training.inpainting import SEEN_MASKS, make_mask
 from training.plots import plot_curve
@@ -75,7 +75,7 @@ def fill_sheet(model: CnnInpainter, crops: np.ndarray, rng: np.random.Generator,
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=Path(DEFAULT_WEIGHTS))
+    p.add_argument("--out", type=Path, default=Path(".data/runs/cnn_inpainter.safetensors"))
     p.add_argument("--results", type=Path, default=Path("training/results"))
     p.add_argument("--photos", type=Path, default=None,
                    help="train on this directory's train split instead of the allowed photos")

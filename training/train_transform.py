@@ -1,6 +1,6 @@
 """Learn the ID2 linear transform W on precomputed VAE latents.
 
-    origin-id train-transform --vae indexer/default_model/vae --out transform.safetensors
+    python -m training.train_transform --out .data/runs/transform.safetensors   # then: make promote-transform
 
 The recipe of ID2 (arXiv 2501.02376): each origin is one class; a batch holds
 P origins x K instances (the origin and its edited versions); the loss is
@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from indexer.transform import LinearTransform, TransformConfig, vae_fingerprint
-from indexer.vae import load_vae, preprocess
+from origin_id.indexer.transform import LinearTransform, TransformConfig
+from origin_id.models.vae import load_vae, preprocess, vae_fingerprint
 from training.data import allowed_photos, photo_tiles, photos_in_split, procedural_image
 from training.edits import random_seen_edit
 from training.plots import plot_curve
@@ -88,10 +88,10 @@ class CosFace(torch.nn.Module):
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="origin-id train-transform", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m training.train_transform", description=__doc__.splitlines()[0])
     p.add_argument("--vae", default="indexer/default_model/vae", help="HF id or directory")
-    p.add_argument("--out", type=Path, default=Path("indexer/default_model/transform.safetensors"))
-    p.add_argument("--run-dir", type=Path, default=Path("runs/transform"))
+    p.add_argument("--out", type=Path, default=Path(".data/runs/transform.safetensors"))
+    p.add_argument("--run-dir", type=Path, default=Path(".data/runs/transform-checkpoints"))
     p.add_argument("--origins", type=int, default=1500)
     p.add_argument("--instances", type=int, default=4, help="K: origin + K-1 edits per class")
     p.add_argument("--per-batch", type=int, default=32, help="P: origins per batch")

@@ -1,6 +1,6 @@
-"""Train the bundled compact VAE (``indexer.vae.small_vae_config``).
+"""Train the bundled compact VAE (``origin_id.models.vae.small_vae_config``).
 
-    python -m training.train_vae --minutes 90 --out indexer/default_model/vae
+    python -m training.train_vae --minutes 90 --out .data/runs/vae   # then: make promote-vae
 
 Reconstruction (L1 + L1 on image gradients, which keeps edges sharp without a
 perceptual network we could not download) plus a small KL term, on random
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from indexer.vae import build_small_vae
+from origin_id.models.vae import build_small_vae
 from training.data import allowed_photos, procedural_image, random_crop
 from training.plots import plot_curve
 
@@ -96,8 +96,8 @@ def save_sheet(vae, photos: list[Image.Image], path: Path, size: int = 256) -> f
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run-dir", type=Path, default=Path("runs/vae"))
-    p.add_argument("--out", type=Path, default=Path("indexer/default_model/vae"))
+    p.add_argument("--run-dir", type=Path, default=Path(".data/runs/vae-checkpoints"))
+    p.add_argument("--out", type=Path, default=Path(".data/runs/vae"))
     p.add_argument("--steps", type=int, default=30000, help="schedule length (cosine decay)")
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this run")
     p.add_argument("--batch-size", type=int, default=12)

@@ -76,6 +76,12 @@ class ReferenceStore(Protocol):
 
     def get(self, reference_id: int) -> Reference | None: ...
 
+    def has_collection(self, name: str) -> bool: ...
+
+    def list_references(self, collection: str, after_id: int, limit: int) -> list[Reference]:
+        """References with ids above ``after_id`` in id order, at most ``limit``, of one
+        collection ("" = all)."""
+
     def get_by_external_id(self, collection: str, external_id: str) -> Reference | None: ...
 
     def delete(self, reference_id: int) -> tuple[Reference, list[int]] | None:

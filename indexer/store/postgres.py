@@ -10,14 +10,14 @@ from sqlalchemy import Engine, and_, create_engine, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
-from indexer.store import (
+from origin_id.indexer.store import (
     DEFAULT_COLLECTION,
     Checkpoint,
     NewReference,
     Reference,
     WriteResult,
 )
-from indexer.store.schema import collections, embeddings, references
+from origin_id.indexer.store.schema import collections, embeddings, references
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,19 @@ class PostgresStore:
         with self.engine.connect() as conn:
             row = conn.execute(_select_references().where(references.c.id == reference_id)).one_or_none()
         return None if row is None else _reference(row)
+
+    def has_collection(self, name: str) -> bool:
+        if name in self._collection_ids:
+            return True
+        with self.engine.connect() as conn:
+            return conn.execute(select(collections.c.id).where(collections.c.name == name)).first() is not None
+
+    def list_references(self, collection: str, after_id: int, limit: int) -> list[Reference]:
+        query = _select_references().where(references.c.id > after_id).order_by(references.c.id).limit(limit)
+        if collection:
+            query = query.where(collections.c.name == collection)
+        with self.engine.connect() as conn:
+            return [_reference(row) for row in conn.execute(query)]
 
     def get_by_external_id(self, collection: str, external_id: str) -> Reference | None:
         with self.engine.connect() as conn:

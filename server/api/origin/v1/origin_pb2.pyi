@@ -171,6 +171,24 @@ class GetReferenceResponse(_message.Message):
     reference: Reference
     def __init__(self, reference: _Optional[_Union[Reference, _Mapping]] = ...) -> None: ...
 
+class ListReferencesRequest(_message.Message):
+    __slots__ = ("collection", "page_size", "page_token")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    page_size: int
+    page_token: str
+    def __init__(self, collection: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListReferencesResponse(_message.Message):
+    __slots__ = ("references", "next_page_token")
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    references: _containers.RepeatedCompositeFieldContainer[Reference]
+    next_page_token: str
+    def __init__(self, references: _Optional[_Iterable[_Union[Reference, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class DeleteReferenceRequest(_message.Message):
     __slots__ = ("id", "external")
     ID_FIELD_NUMBER: _ClassVar[int]

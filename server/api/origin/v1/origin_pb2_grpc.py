@@ -54,6 +54,11 @@ class OriginServiceStub:
                 request_serializer=origin_dot_v1_dot_origin__pb2.GetReferenceRequest.SerializeToString,
                 response_deserializer=origin_dot_v1_dot_origin__pb2.GetReferenceResponse.FromString,
                 _registered_method=True)
+        self.ListReferences = channel.unary_unary(
+                '/origin.v1.OriginService/ListReferences',
+                request_serializer=origin_dot_v1_dot_origin__pb2.ListReferencesRequest.SerializeToString,
+                response_deserializer=origin_dot_v1_dot_origin__pb2.ListReferencesResponse.FromString,
+                _registered_method=True)
         self.DeleteReference = channel.unary_unary(
                 '/origin.v1.OriginService/DeleteReference',
                 request_serializer=origin_dot_v1_dot_origin__pb2.DeleteReferenceRequest.SerializeToString,
@@ -71,6 +76,8 @@ class OriginServiceServicer:
 
     def IdentifyOrigin(self, request, context):
         """Rank indexed references by how likely each is the origin of `image`.
+        An unknown collection is NOT_FOUND; an index with no references at all is
+        FAILED_PRECONDITION (an empty answer would read as "origin not indexed").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +101,13 @@ class OriginServiceServicer:
 
     def GetReference(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReferences(self, request, context):
+        """The stored references in id order, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -133,6 +147,11 @@ def add_OriginServiceServicer_to_server(servicer, server):
                     servicer.GetReference,
                     request_deserializer=origin_dot_v1_dot_origin__pb2.GetReferenceRequest.FromString,
                     response_serializer=origin_dot_v1_dot_origin__pb2.GetReferenceResponse.SerializeToString,
+            ),
+            'ListReferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReferences,
+                    request_deserializer=origin_dot_v1_dot_origin__pb2.ListReferencesRequest.FromString,
+                    response_serializer=origin_dot_v1_dot_origin__pb2.ListReferencesResponse.SerializeToString,
             ),
             'DeleteReference': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteReference,
@@ -253,6 +272,33 @@ class OriginService:
             '/origin.v1.OriginService/GetReference',
             origin_dot_v1_dot_origin__pb2.GetReferenceRequest.SerializeToString,
             origin_dot_v1_dot_origin__pb2.GetReferenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/origin.v1.OriginService/ListReferences',
+            origin_dot_v1_dot_origin__pb2.ListReferencesRequest.SerializeToString,
+            origin_dot_v1_dot_origin__pb2.ListReferencesResponse.FromString,
             options,
             channel_credentials,
             insecure,

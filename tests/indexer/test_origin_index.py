@@ -1,0 +1,70 @@
+"""Index persistence: loaded when it matches PostgreSQL, rebuilt with the same answers when not."""
+
+from origin_id.indexer.origin_index import OriginIndex
+from origin_id.indexer.pipeline import IngestItem
+from tests.conftest import encode
+from training.edits import apply
+
+
+def answers(origin, queries):
+    return [[(c.reference.id, round(c.score, 4)) for c in origin.identify(q, top_k=3).candidates]
+            for q in queries]
+
+
+def test_index_is_reloaded_or_rebuilt_with_the_same_answers(settings, bundle, images, reference_images):
+    queries = [encode(apply("tone", reference_images[i], seed=i)) for i in (0, 5, 9)]
+    first = OriginIndex.open(settings, bundle=bundle)
+    assert first.load_report.startswith("rebuilt (no index file")
+    list(first.pipeline.run(IngestItem.from_bytes(d) for d in images))
+    expected = answers(first, queries)
+    first.close()  # checkpoints the index
+    path = first.index_path
+    assert path.exists()
+
+    second = OriginIndex.open(settings, bundle=bundle)
+    assert second.load_report == "loaded"
+    assert answers(second, queries) == expected
+    second.close()
+
+    path.unlink()
+    third = OriginIndex.open(settings, bundle=bundle)
+    assert third.load_report.startswith("rebuilt (no index file")
+    assert answers(third, queries) == expected
+    third.close()
+
+    path.write_bytes(b"garbage" * 100)
+    fourth = OriginIndex.open(settings, bundle=bundle)
+    assert "corrupt" in fourth.load_report
+    assert answers(fourth, queries) == expected
+    # A row added behind the checkpoint's back (crash before the index was saved).
+    fourth.pipeline.process([IngestItem.from_bytes(encode(reference_images[0].rotate(90)))])
+    fourth.index.dirty = False  # simulate the process dying before it checkpoints
+    fourth.close()
+    fifth = OriginIndex.open(settings, bundle=bundle)
+    assert "does not match the store" in fifth.load_report
+    assert len(fifth.index) == len(images) + 1
+    fifth.close()
+
+
+def test_query_flip_finds_mirrored_copies(settings, bundle, images, reference_images):
+    from dataclasses import replace
+
+    from PIL import ImageOps
+
+    mirrored = encode(ImageOps.mirror(reference_images[3]))
+    plain = OriginIndex.open(replace(settings, query_flip=False), bundle=bundle)
+    refs = [o.reference for o in plain.pipeline.run(IngestItem.from_bytes(d) for d in images)]
+    without = plain.identify(mirrored, top_k=len(images))
+    plain.close()
+    flipping = OriginIndex.open(settings, bundle=bundle)  # flip is the default
+    assert flipping.settings.query_flip
+    try:
+        found = flipping.identify(mirrored, top_k=3)
+        assert found.candidates[0].reference.id == refs[3].id
+        assert found.candidates[0].score > 0.99 and found.match
+        score_without = next(c.score for c in without.candidates if c.reference.id == refs[3].id)
+        assert score_without < found.candidates[0].score - 0.05
+        scores = [c.score for c in found.candidates]
+        assert scores == sorted(scores, reverse=True)
+    finally:
+        flipping.close()

@@ -1,0 +1,96 @@
+"""PostgresStore against a real PostgreSQL, schema made by the Alembic migrations."""
+
+import numpy as np
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from origin_id.indexer.store import NewReference
+from origin_id.indexer.store.migrate import current_revision, head_revision, upgrade
+from origin_id.indexer.store.postgres import PostgresStore
+from origin_id.indexer.store.schema import metadata
+
+
+@pytest.fixture
+def store(database_url):
+    s = PostgresStore.from_url(database_url)
+    upgrade(s.engine)
+    yield s
+    s.close()
+
+
+def item(sha: str, collection="c", external_id="", regions=1, seed=0) -> NewReference:
+    vectors = np.random.default_rng(seed).normal(size=(regions, 8)).astype(np.float32)
+    return NewReference(collection=collection, sha256=sha.ljust(64, "0"), width=10, height=20, vectors=vectors,
+                        external_id=external_id, labels={"k": "v"})
+
+
+def test_migrations_reach_head_and_match_the_table_definitions(store):
+    assert current_revision(store.engine) == head_revision()
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+    upgrade(store.engine)  # idempotent
+
+
+def test_write_is_idempotent_per_collection(store):
+    first = store.write([item("a"), item("b")], "m1")
+    assert [r.created for r in first] == [True, True]
+    assert all(len(r.embeddings) == 1 for r in first)
+    again = store.write([item("a")], "m1")[0]
+    assert not again.created and again.embeddings == ()
+    assert again.reference.id == first[0].reference.id
+    other = store.write([item("a", collection="d")], "m1")[0]
+    assert other.created and other.reference.id != first[0].reference.id
+    assert store.stats() == {"c": 2, "d": 1}
+
+
+def test_new_model_version_adds_vectors_to_existing_reference(store):
+    ref = store.write([item("a")], "m1")[0].reference
+    r2 = store.write([item("a")], "m2")[0]
+    assert not r2.created and r2.reference.id == ref.id and len(r2.embeddings) == 1
+    assert store.checkpoint("m1").count == 1 and store.checkpoint("m2").count == 1
+
+
+def test_external_id_clash_fails_that_item_only(store):
+    results = store.write([item("a", external_id="x"), item("b", external_id="x"), item("c")], "m1")
+    assert results[0].created and results[2].created
+    assert results[1].reference is None and "already names a different image" in results[1].error
+    assert store.stats() == {"c": 2}
+    assert store.checkpoint("m1").count == 2  # no vector without its reference
+
+
+def test_vectors_round_trip_and_checkpoint(store):
+    written = store.write([item("a", regions=2, seed=1), item("b", seed=2)], "m1")
+    ids, vectors = next(store.iter_embeddings("m1"))
+    assert len(ids) == 3
+    np.testing.assert_array_equal(vectors[:2], item("a", regions=2, seed=1).vectors)
+    cp = store.checkpoint("m1")
+    assert (cp.count, cp.max_id, cp.id_sum) == (3, int(ids.max()), int(ids.sum()))
+    assert sorted(i for r in written for i, _ in r.embeddings) == sorted(ids.tolist())
+
+
+def test_delete_removes_reference_and_vectors(store):
+    ref = store.write([item("a", regions=2)], "m1")[0].reference
+    deleted, embedding_ids = store.delete(ref.id)
+    assert deleted.id == ref.id and len(embedding_ids) == 2
+    assert store.get(ref.id) is None
+    assert store.checkpoint("m1").count == 0
+    assert store.delete(ref.id) is None
+
+
+def test_lookup_by_external_id_and_sha(store):
+    ref = store.write([item("a", external_id="photo-1")], "m1")[0].reference
+    assert store.get_by_external_id("c", "photo-1").id == ref.id
+    assert store.get_by_external_id("other", "photo-1") is None
+    assert set(store.find_by_sha256("c", [ref.sha256, "f" * 64], "m1")) == {ref.sha256}
+    assert store.find_by_sha256("c", [ref.sha256], "another-model") == {}
+
+
+def test_resolve_embeddings_filters_collection_and_deleted(store):
+    a, b = store.write([item("a"), item("b", collection="d")], "m1")
+    ids = [a.embeddings[0][0], b.embeddings[0][0]]
+    assert set(store.resolve_embeddings(ids)) == set(ids)
+    assert set(store.resolve_embeddings(ids, collection="d")) == {ids[1]}
+    store.delete(a.reference.id)
+    assert set(store.resolve_embeddings(ids)) == {ids[1]}
