@@ -54,7 +54,7 @@ class DetectorConfig:
     #: localizer is skipped (calibrated so almost no inpainted image falls under it).
     localize_threshold: float = 0.1
     #: Weight of ``copy_move_evidence(CopyMoveSearch score)`` added to the verdict logit (0 = not used);
-    #: fit on training samples after the network (``training.train_detectors.fit_copy_move_weight``).
+    #: fit on training samples after the network (``training.detector_calibration.fit_copy_move_weight``).
     copy_move_weight: float = 0.0
     #: Copy-move scores up to this add nothing (``copy_move_evidence``): a few cells matched
     #: by chance, as on clean images, whose count can move with float rounding.

@@ -29,7 +29,7 @@ FORMAT = "origin-id/mask-diffusion-localizer/v2"
 class LocalizerConfig:
     cond_channels: int = 36
     #: Channels on the 64 x 64, 32 x 32 and 16 x 16 grids. The shipped localizer is 32, 48, 96: trained at
-    #: these defaults, then narrowed (``narrowed``) and fine-tuned, 45 ms less per query on 2 cores.
+    #: these defaults, then narrowed (``narrowed``) and fine-tuned: the same masks for less time per query.
     widths: list[int] = field(default_factory=lambda: [48, 64, 96])
     train_timesteps: int = 1000
     #: Input width of the timestep embedding (0 = ``widths[0]``); a localizer narrowed from a
@@ -222,10 +222,8 @@ class MaskDiffusionLocalizer(nn.Module):
         ``mirrored_cond``: the condition of the mirrored query (``InpaintingDetector.mirrored``).
         Both are sampled in one batch and the mirror's map is flipped back. Two independent
         trajectories are what helps (alternating the view between the steps of one
-        trajectory did not). Mean pixel F1 on the val split, each at its best cut: one view
-        with 10 steps 0.570, one view with 5 steps 0.587, two views with 10 steps 0.596, two
-        views with 5 steps 0.606, which on the 2-core CPU also costs least (71 ms against 80
-        for one view with 10 steps, 132 for two)."""
+        trajectory did not); two views of 5 steps each localized best on the val split and
+        cost least of the settings tried (docs/inpainting-history.md)."""
         n, _, h, w = cond.shape
         # One draw per view, shared by every query of the batch (batch-invariant masks).
         generator = torch.Generator(device=cond.device).manual_seed(seed)

@@ -9,8 +9,8 @@ white, since a transparent background has no colour of its own.
 Nothing downstream looks at more than a 512 px version of an image (the models
 see 256 x 256, the border trim 512 px), so a large JPEG is decoded at a reduced
 scale (libjpeg's DCT scaling, ``Image.draft``: 1/2, 1/4 or 1/8, never below
-``WORKING_SIDE`` on either side): a 16 MP photo decodes in 23 ms instead of 35
-here (the entropy decoding stays) into a fraction of the memory. ``DecodedImage``
+``WORKING_SIDE`` on either side): a large photo decodes faster (the entropy decoding
+stays) into a fraction of the memory. ``DecodedImage``
 keeps the image's own size for everything that reports or draws in its pixels (the
 stored width and height, the inpainting mask).
 """

@@ -88,7 +88,7 @@ class OriginIndex:
     @classmethod
     def open(cls, settings: Settings, bundle: ModelBundle | None = None) -> OriginIndex:
         # Models and FAISS searches on one thread from here on, including the models' loading
-        # (requests arrive on many threads; see indexer.compute).
+        # (requests arrive on many threads; see origin_id.models.compute).
         compute.enable()
         bundle = bundle or ModelBundle.load(settings)
         store, embedded = open_store(settings)

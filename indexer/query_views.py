@@ -36,8 +36,8 @@ def _background_run(lines: np.ndarray, colour: np.ndarray, chunk: int = 16) -> i
     """How many leading lines (axis 0 of ``lines``: (n, length, 3)) are background of ``colour``.
 
     Scanned ``chunk`` lines at a time from the edge: most queries have no border, so
-    the first chunk decides (testing the whole image from all four sides cost ~20 ms
-    per query)."""
+    the first chunk decides (testing the whole image from all four sides was a large
+    share of a query's time)."""
     for start in range(0, len(lines), chunk):
         close = np.abs(lines[start:start + chunk] - colour).max(-1) <= TOLERANCE
         ok = close.mean(1) >= BACKGROUND_SHARE

@@ -177,7 +177,7 @@ class VectorIndex:
                 k_max = max(k for _, k, _ in batch)
                 queries = np.concatenate([q for q, _, _ in batch])
                 # On the compute thread, where the models run: faiss and torch share one OpenMP
-                # runtime, and a second thread starting parallel work slows both (indexer.compute).
+                # runtime, and a second thread starting parallel work slows both (origin_id.models.compute).
                 scores, ids = compute.run(self._search_now, queries, k_max)
                 row = 0
                 for q, k, future in batch:

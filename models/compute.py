@@ -7,10 +7,8 @@ threads than CPU cores, libgomp stops letting idle workers spin between
 parallel regions ("throttled" spinning), so each of the thousands of small
 parallel regions in a model pass waits for a sleeping worker to be woken. A
 gRPC server runs requests on a pool of threads and searches FAISS on another,
-so every query paid for it. Measured on the 2-core CPU, 384 px queries at 10k
-references: identify with inpainting analysis 240 ms with the models on the
-request threads, 156 ms with all of it on one thread (the analysis alone
-190 -> 122 ms).
+so every query paid for it (the measurement: docs/benchmark-history.md, "One
+compute thread").
 
 ``enable()`` starts the thread (``OriginIndex.open`` does, before loading the
 models, so even their first use happens there); from then on ``run(fn, ...)``

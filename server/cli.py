@@ -330,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("alembic", "faiss.loader", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return args.func(args, Settings.from_args(args))
+        status = args.func(args, Settings.from_args(args))
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
+        return status
     except (UsageError, ValueError, FileNotFoundError) as exc:
         print(f"origin-id {args.command}: error: {exc}", file=sys.stderr)
         return 2

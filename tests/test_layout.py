@@ -5,6 +5,7 @@ carries the service alone, and modules small enough to read."""
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -94,8 +95,12 @@ def test_no_service_or_training_module_is_over_the_size_a_newcomer_reads():
 
 
 def test_the_wheel_carries_the_service_alone(tmp_path):
+    # Built from a copy: setuptools leaves a build/ folder beside the sources it builds.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", ".data", "build", "*.egg-info",
+                                                                "__pycache__", ".pytest_cache", ".ruff_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    "--wheel-dir", str(tmp_path), str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("origin_id-*.whl")
     files = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in files}

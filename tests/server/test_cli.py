@@ -1,5 +1,6 @@
 """The command line as users run it: separate processes on the embedded default."""
 
+import json
 import os
 import re
 import signal
@@ -132,3 +133,86 @@ def test_serve_health_query_and_sigterm(image_folder, open_tmp_path):
     # The embedded cluster was stopped with the server: a fresh start works from disk.
     again = run("db", "current", "--data-dir", str(data_dir))
     assert "revision 0001" in again.stdout
+
+
+def test_client_commands_against_a_running_server(grpc_server, reference_images, open_tmp_path, capsys):
+    """ingest, query, stats, list, get and delete as a user types them, with --server."""
+    from origin_id.server.cli import main
+
+    server = ["--server", f"127.0.0.1:{grpc_server.port}"]
+    folder = open_tmp_path / "refs"
+    folder.mkdir()
+    for i, im in enumerate(reference_images[:5]):
+        im.save(folder / f"r{i}.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    query = open_tmp_path / "q.jpg"
+    reference_images[1].save(query)
+
+    assert main(["query", str(query), *server]) == 1
+    assert "FAILED_PRECONDITION" in capsys.readouterr().err
+
+    manifest = open_tmp_path / "m.csv"
+    manifest.write_text("path,external_id\nrefs/r4.jpg,four\nrefs/gone.jpg,gone\n")
+    assert main(["ingest", str(folder), str(manifest), "--collection", "desk", *server]) == 1  # one row failed
+    out, err = capsys.readouterr()
+    assert "ingested 7 images: 5 new, 1 already present, 1 failed" in out
+    assert "skipped 1 files that are not images: " in out and "notes.txt" in out
+    assert "m.csv:3: cannot read" in err and "gone.jpg" in err
+
+    assert main(["query", str(query), "--top-k", "2", *server]) == 0
+    answer = capsys.readouterr().out
+    assert "MATCH" in answer.splitlines()[0] and "r1.jpg" in answer.splitlines()[2]
+    assert main(["query", str(query), "--collection", "elsewhere", *server]) == 1
+    assert "NOT_FOUND: no collection named 'elsewhere'" in capsys.readouterr().err
+
+    assert main(["stats", *server]) == 0
+    table = capsys.readouterr().out
+    assert "references       5" in table and "desk" in table
+    assert main(["stats", "--json", *server]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["references"] == 5 and stats["collections"] == [{"name": "desk", "references": 5}]
+
+    assert main(["list", "--page-size", "2", *server]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].split()[:2] == ["id", "collection"] and len(listing) == 4
+    assert listing[-1].startswith("more: origin-id list --page-token ")
+    token = listing[-1].split("--page-token ")[1]
+    assert main(["list", "--page-token", token, "--all", "--json", *server]) == 0
+    pages = [json.loads(page) for page in capsys.readouterr().out.replace("}\n{", "}\x00{").split("\x00")]
+    ids = [r["id"] for page in pages for r in page["references"]]
+    assert len(ids) == 3 and all(isinstance(i, int) for i in ids)
+
+    assert main(["get", "--external-id", "r2.jpg", "--collection", "desk", *server]) == 0
+    shown = capsys.readouterr().out
+    assert "external_id    r2.jpg" in shown and "collection     desk" in shown
+    ref_id = int(shown.split()[1])
+    assert main(["delete", str(ref_id), *server]) == 0
+    assert f"deleted reference {ref_id}" in capsys.readouterr().out
+    assert main(["get", str(ref_id), *server]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+    assert main(["get", *server]) == 2
+    assert "give a reference id" in capsys.readouterr().err
+
+
+def test_a_command_without_an_index_says_so_and_creates_nothing(open_tmp_path, capsys):
+    from origin_id.server.cli import main
+
+    missing = open_tmp_path / "never-ingested"
+    image = open_tmp_path / "q.png"
+    procedural_image(5, size=64).save(image)
+    for command in (["query", str(image)], ["list"], ["stats"], ["get", "1"]):
+        assert main([*command, "--data-dir", str(missing)]) == 2
+        assert f"no index at {missing}: ingest images first" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_output_into_a_closed_pipe_ends_quietly(client, grpc_server, images):
+    """``origin-id list | head -1``: the reader goes away; no BrokenPipeError traceback."""
+    for data in images[:4]:
+        client.add(data)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    proc = subprocess.run(cli("list", "--server", f"127.0.0.1:{grpc_server.port}"), stdout=write_end,
+                          stderr=subprocess.PIPE, text=True, env=ENV, timeout=60)
+    os.close(write_end)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

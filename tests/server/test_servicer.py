@@ -250,3 +250,41 @@ def test_large_query_is_answered_in_its_own_pixels(client, images, reference_ima
     x, y, w, h = v.mask_bbox.x, v.mask_bbox.y, v.mask_bbox.width, v.mask_bbox.height
     assert mask[y:y + h, x:x + w].sum() == mask.sum() > 0
     assert (mask & truth).sum() / mask.sum() > truth.mean()
+
+
+def test_an_empty_index_and_an_unknown_collection_are_errors_not_empty_answers(client, images):
+    """An empty "no match" would read as "the origin is not indexed": a caller who asked the
+    wrong place gets told so instead."""
+    expect_status(grpc.StatusCode.FAILED_PRECONDITION, client.identify, images[0], match="holds no references")
+    client.add(images[0], collection="agency-a")
+    expect_status(grpc.StatusCode.NOT_FOUND, client.identify, images[0], 3, "agency-b", match="agency-b")
+    expect_status(grpc.StatusCode.NOT_FOUND, client.list, "agency-b")
+    # The error names at most 128 characters of what it was given.
+    details = expect_status(grpc.StatusCode.NOT_FOUND, client.identify, images[0], 3, "x" * 10_000)
+    assert len(details) < 200
+    client.delete(client.list("agency-a").references[0].id)
+    # A collection that exists but was emptied answers as usual: nothing there, no match.
+    reply = client.identify(images[0], top_k=3, collection="agency-a")
+    assert not reply.match and not reply.candidates
+
+
+def test_references_are_listed_in_pages(client, images):
+    add_all(client, images[:7], collection="news")
+    client.add(images[7], collection="other")
+    first = client.list("news", page_size=3)
+    assert [r.external_id for r in first.references] == ["img-0", "img-1", "img-2"] and first.next_page_token
+    rest, token = [], first.next_page_token
+    while token:
+        page = client.list("news", page_size=3, page_token=token)
+        rest += [r.external_id for r in page.references]
+        token = page.next_page_token
+    assert rest == [f"img-{i}" for i in range(3, 7)]
+    everything = client.list(page_size=1000)
+    assert len(everything.references) == 8 and not everything.next_page_token
+    assert {r.collection for r in everything.references} == {"news", "other"}
+    for bad in ({"page_size": 1001}, {"page_size": -1}, {"page_token": "not-ours"}, {"page_token": "9" * 40}):
+        expect_status(grpc.StatusCode.INVALID_ARGUMENT, client.stub.ListReferences, pb.ListReferencesRequest(**bad))
+
+
+def test_stats_say_whether_the_inpainting_models_are_loaded(client):
+    assert client.stats().detectors_loaded
