@@ -262,64 +262,55 @@ def _reference_key(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collection", default="", help="collection of --external-id (empty = default)")
 
 
+def _command(sub, name: str, func, help: str, settings: list[str] | None = CLIENT_SETTINGS,
+             exclude: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """A subcommand running ``func``, with the flags of ``settings`` (None = every setting)."""
+    p = sub.add_parser(name, help=help)
+    Settings.add_arguments(p, only=settings, exclude=list(exclude))
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="origin-id", description="Image origin identification service")
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (serve: INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
+    as_json = {"action": "store_true", "help": "print JSON instead of a table"}
 
-    p = sub.add_parser("serve", help="run the gRPC server")
-    Settings.add_arguments(p, exclude=["server"])
-    p.set_defaults(func=cmd_serve)
+    _command(sub, "serve", cmd_serve, "run the gRPC server", settings=None, exclude=("server",))
 
-    p = sub.add_parser("ingest", help="add images (files, folders, CSV/JSONL manifests)")
+    p = _command(sub, "ingest", cmd_ingest, "add images (files, folders, CSV/JSONL manifests)")
     p.add_argument("paths", nargs="+")
     p.add_argument("--collection", default="default", help="collection of files and rows that name none")
-    Settings.add_arguments(p, only=CLIENT_SETTINGS)
-    p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("query", help="where did this image come from?")
+    p = _command(sub, "query", cmd_query, "where did this image come from?")
     p.add_argument("image")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--collection", default="", help="search this collection only (empty = all)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", **as_json)
     p.add_argument("--mask-out", default="", help="write the inpainting mask PNG here when one was computed")
-    Settings.add_arguments(p, only=CLIENT_SETTINGS)
-    p.set_defaults(func=cmd_query)
 
-    p = sub.add_parser("get", help="show one reference")
+    p = _command(sub, "get", cmd_get, "show one reference")
     _reference_key(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    Settings.add_arguments(p, only=CLIENT_SETTINGS)
-    p.set_defaults(func=cmd_get)
+    p.add_argument("--json", **as_json)
 
-    p = sub.add_parser("delete", help="delete one reference (from the store and the index, at once)")
-    _reference_key(p)
-    Settings.add_arguments(p, only=CLIENT_SETTINGS)
-    p.set_defaults(func=cmd_delete)
+    _reference_key(_command(sub, "delete", cmd_delete, "delete one reference (from the store and the index)"))
 
-    p = sub.add_parser("list", help="list references, a page at a time")
+    p = _command(sub, "list", cmd_list, "list references, a page at a time")
     p.add_argument("--collection", default="", help="this collection only (empty = all)")
     p.add_argument("--page-size", type=int, default=50)
     p.add_argument("--page-token", default="", help="the token the previous page printed")
     p.add_argument("--all", action="store_true", help="every page, one after another")
     p.add_argument("--json", action="store_true", help="print each page as JSON")
-    Settings.add_arguments(p, only=CLIENT_SETTINGS)
-    p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("stats", help="counts per collection, index, model")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    Settings.add_arguments(p, only=CLIENT_SETTINGS)
-    p.set_defaults(func=cmd_stats)
+    _command(sub, "stats", cmd_stats, "counts per collection, index, model").add_argument("--json", **as_json)
 
-    p = sub.add_parser("db", help="database schema")
+    p = _command(sub, "db", cmd_db, "database schema", settings=["data_dir", "database_url"])
     p.add_argument("action", choices=["upgrade", "current"])
-    Settings.add_arguments(p, only=["data_dir", "database_url"])
-    p.set_defaults(func=cmd_db)
 
-    p = sub.add_parser("demo", help="serve + ingest sample images + query edited copies, then stop")
+    p = _command(sub, "demo", cmd_demo, "serve + ingest sample images + query edited copies, then stop",
+                 settings=None, exclude=("server",))
     p.add_argument("--images", type=int, default=48, help="sample reference images to make and ingest")
-    Settings.add_arguments(p, exclude=["server"])
-    p.set_defaults(func=cmd_demo)
     return parser
 
 
