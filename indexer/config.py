@@ -49,6 +49,11 @@ class Settings:
     # Client commands.
     server: str = field(default="", metadata={
         "help": "HOST:PORT of a running server for the client commands; empty = a private server on data_dir"})
+    api_key: str = field(default="", metadata={"help": "API key the client commands send (ORIGIN_ID_API_KEY)"})
+    tls_ca: str = field(default="", metadata={
+        "help": "client: PEM of the CA that signed the server's certificate; set = talk TLS"})
+    tls_client_cert: str = field(default="", metadata={"help": "client: PEM certificate for mutual TLS"})
+    tls_client_key: str = field(default="", metadata={"help": "client: PEM private key for mutual TLS"})
     # Server.
     host: str = field(default="127.0.0.1", metadata={"help": "address the gRPC server binds"})
     port: int = field(default=50051, metadata={"help": "gRPC port"})
@@ -56,9 +61,28 @@ class Settings:
     max_pixels: int = field(default=64_000_000, metadata={
         "help": "largest decoded image (width*height); larger is rejected as a bomb"})
     max_side: int = field(default=20_000, metadata={"help": "largest image width or height"})
+    max_whole_pixels: int = field(default=16_000_000, metadata={
+        "help": "largest image of a format decoded whole (all but JPEG, which is read at a reduced scale)"})
     default_top_k: int = field(default=10, metadata={"help": "top_k when a request gives 0"})
     max_top_k: int = field(default=1000, metadata={"help": "largest top_k a request may ask"})
     workers: int = field(default=8, metadata={"help": "gRPC worker threads"})
+    auth: str = field(default="auto", metadata={
+        "help": "on, off or auto: API keys required; auto = on unless the server binds a loopback address"})
+    insecure: bool = field(default=False, metadata={
+        "help": "allow serving plaintext without API keys on a non-loopback address"})
+    tls_cert: str = field(default="", metadata={"help": "server: PEM certificate chain; set = serve TLS only"})
+    tls_key: str = field(default="", metadata={"help": "server: PEM private key of tls_cert"})
+    tls_client_ca: str = field(default="", metadata={
+        "help": "server: PEM CA bundle; set = mutual TLS, clients must show a certificate it signed"})
+    max_admitted: int = field(default=8, metadata={
+        "help": "compute-bound calls (identify, add) admitted at once; more are refused with RESOURCE_EXHAUSTED"})
+    rate_limit: float = field(default=0.0, metadata={
+        "help": "calls per second per API key, unless the key sets its own (0 = no limit)"})
+    metrics_port: int = field(default=0, metadata={"help": "serve Prometheus /metrics on this port (0 = off)"})
+    metrics_host: str = field(default="127.0.0.1", metadata={"help": "address the metrics endpoint binds"})
+    log_format: str = field(default="text", metadata={"help": "text or json (one object per line)"})
+    db_check_interval_s: float = field(default=0.5, metadata={
+        "help": "how often the server checks PostgreSQL (and restarts an embedded one that died)"})
     query_flip: bool = field(default=True, metadata={
         "help": "also search the mirrored query (finds flipped copies; one more embedding per query)"})
     query_trim: bool = field(default=True, metadata={

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,16 +20,18 @@ import numpy as np
 
 from origin_id.detectors.analyzer import InpaintingResult
 from origin_id.indexer.config import Settings
-from origin_id.indexer.decode import DecodedImage, DecodeLimits, decode_image
+from origin_id.indexer.decode import DecodedImage, DecodeLimits
 from origin_id.indexer.embedder import Embedder
-from origin_id.indexer.errors import EmptyIndex, InvalidRequest, NotFound
+from origin_id.indexer.errors import DatabaseUnavailable, EmptyIndex, InvalidRequest, NotFound
 from origin_id.indexer.model_bundle import ModelBundle
 from origin_id.indexer.pipeline import IngestPipeline
 from origin_id.indexer.query_views import query_batch
 from origin_id.indexer.store import Reference
 from origin_id.indexer.store.embedded import EmbeddedPostgres
+from origin_id.indexer.store.keys import ApiKeyStore
 from origin_id.indexer.store.migrate import upgrade
 from origin_id.indexer.store.postgres import PostgresStore
+from origin_id.indexer.validation import MAX_EXTERNAL_ID, check_collection, check_text, quote
 from origin_id.indexer.vector_index import VectorIndex
 from origin_id.models import compute
 
@@ -61,6 +64,9 @@ def open_store(settings: Settings) -> tuple[PostgresStore, EmbeddedPostgres | No
     store = PostgresStore.from_url(url)
     try:
         upgrade(store.engine)
+        if embedded is None and store.is_superuser():
+            log.warning("connected to PostgreSQL as a superuser: give the service a role that owns only its "
+                        "own database (see README, Running the service)")
     except Exception:
         store.close()
         if embedded:
@@ -78,9 +84,11 @@ class OriginIndex:
         self.index = index
         self.embedded = embedded
         self.embedder = Embedder(bundle, settings.batch_size)
-        self.limits = DecodeLimits(max_pixels=settings.max_pixels, max_side=settings.max_side)
+        self.limits = DecodeLimits(max_pixels=settings.max_pixels, max_side=settings.max_side,
+                                   max_whole_pixels=settings.max_whole_pixels)
         self.pipeline = IngestPipeline(store, self.embedder, index, limits=self.limits,
                                        batch_size=settings.batch_size)
+        self.keys = ApiKeyStore(store)
         self.load_report = ""
         self._stop = threading.Event()
         self._maintenance: threading.Thread | None = None
@@ -110,10 +118,12 @@ class OriginIndex:
     # -- queries ------------------------------------------------------------------
 
     def decode(self, data: bytes) -> DecodedImage:
-        return decode_image(data, max_pixels=self.limits.max_pixels, max_side=self.limits.max_side)
+        return self.limits.decode(data)
 
-    def identify(self, data: bytes, top_k: int = 0, collection: str = "") -> Identification:
-        """The query's candidates, match decision and inpainting verdict.
+    def identify(self, data: bytes, top_k: int = 0, collection: str = "",
+                 scope: Collection[str] | None = None) -> Identification:
+        """The query's candidates, match decision and inpainting verdict, among the references
+        of ``collection``, or of the collections in ``scope`` (None = all) when it is empty.
 
         An index with no vectors, or a ``collection`` that does not exist, is an error
         (``EmptyIndex``, ``NotFound``) rather than an empty "no match": a caller who
@@ -121,25 +131,31 @@ class OriginIndex:
         top_k = top_k or self.settings.default_top_k
         if not 1 <= top_k <= self.settings.max_top_k:
             raise InvalidRequest(f"top_k must be between 1 and {self.settings.max_top_k}, got {top_k}")
+        check_collection(collection)
         if collection:
             self.require_collection(collection)
         elif len(self.index) == 0:
             raise EmptyIndex("the index holds no references yet: add some first (origin-id ingest)")
+        compute.stage("decode")
         query = self.decode(data)
         # Preprocessed once: the detectors reuse the query's view (a large photo's resize is slow).
         x = query_batch(query.image, flip=self.settings.query_flip, trim=self.settings.query_trim)
+        compute.stage("embed")
         latents = self.embedder.encode(x)
-        candidates = self.search(self.embedder.project(latents), top_k, collection)
+        vectors = self.embedder.project(latents)
+        compute.stage("search")
+        candidates = self.search(vectors, top_k, [collection] if collection else scope)
         threshold = self.match_threshold
         match = bool(candidates) and candidates[0].score >= threshold
         verdict = None
         if self.settings.inpainting and self.bundle.inpainting is not None:
+            compute.stage("detectors")
             # The same encoder pass serves both jobs: the detector reuses the query's latent.
             verdict = self.bundle.inpainting.analyze([query.image], latents[:1], inputs=x[:1],
                                                      sizes=[(query.width, query.height)])[0]
         return Identification(query, candidates, match, threshold, verdict)
 
-    def search(self, vectors: np.ndarray, top_k: int, collection: str = "") -> list[Candidate]:
+    def search(self, vectors: np.ndarray, top_k: int, collections: Collection[str] | None = None) -> list[Candidate]:
         """Best references for the query's vectors (one per view), re-read from the store.
 
         Each reference appears once, with its best score over all views and all
@@ -148,7 +164,7 @@ class OriginIndex:
         fetch = min(total, top_k * 4)
         while True:
             scores, ids = self.index.search(vectors, fetch)
-            live = self.store.resolve_embeddings(sorted({int(i) for i in ids.ravel() if i >= 0}), collection)
+            live = self.store.resolve_embeddings(sorted({int(i) for i in ids.ravel() if i >= 0}), collections)
             best: dict[int, Candidate] = {}
             for score, eid in zip(scores.ravel().tolist(), ids.ravel().tolist()):
                 ref = live.get(eid)
@@ -160,14 +176,16 @@ class OriginIndex:
             fetch = min(total, fetch * 4)
 
     def require_collection(self, collection: str) -> None:
-        if len(collection) > 128 or not self.store.has_collection(collection):
-            raise NotFound(f"no collection named {collection[:128]!r}")
+        if not self.store.has_collection(check_collection(collection)):
+            raise NotFound(f"no collection named {quote(collection)}")
 
-    def list(self, collection: str = "", after_id: int = 0, limit: int = 100) -> list[Reference]:
-        """References in id order after ``after_id`` (a page), of one collection or all."""
-        if collection:
+    def list(self, collection: str = "", after_id: int = 0, limit: int = 100,
+             scope: Collection[str] | None = None) -> list[Reference]:
+        """References in id order after ``after_id`` (a page), of ``collection``, or of the
+        collections in ``scope`` (None = all) when it is empty."""
+        if check_collection(collection):
             self.require_collection(collection)
-        return self.store.list_references(collection, after_id, limit)
+        return self.store.list_references([collection] if collection else scope, after_id, limit)
 
     def get(self, reference_id: int) -> Reference:
         ref = self.store.get(reference_id)
@@ -176,12 +194,12 @@ class OriginIndex:
         return ref
 
     def get_by_external_id(self, collection: str, external_id: str) -> Reference:
-        if not external_id:
-            raise InvalidRequest("external_id is empty")
+        check_collection(collection)
+        check_text("external_id", external_id, MAX_EXTERNAL_ID, required=True)
         ref = self.store.get_by_external_id(collection, external_id)
         if ref is None:
-            raise NotFound(f"no reference with external_id {external_id!r} in collection "
-                           f"{collection or 'default'!r}")
+            raise NotFound(f"no reference with external_id {quote(external_id)} in collection "
+                           f"{quote(collection or 'default')}")
         return ref
 
     def delete(self, reference_id: int) -> Reference:
@@ -192,7 +210,23 @@ class OriginIndex:
         self.index.remove(embedding_ids)
         return ref
 
-    # -- index upkeep ---------------------------------------------------------------
+    # -- upkeep ---------------------------------------------------------------------
+
+    def check_database(self) -> bool:
+        """Whether PostgreSQL answers; when it does not, try to bring it back first: an
+        embedded cluster that died is started again (on its port when that is free), and
+        the store reconnects."""
+        if self.store.ping():
+            return True
+        try:
+            if self.embedded is not None:
+                self.store.reconnect(self.embedded.start())
+            else:
+                self.store.reconnect()
+        except Exception as exc:
+            log.warning("database still unavailable: %s", str(exc).splitlines()[0][:200] if str(exc) else exc)
+            return False
+        return self.store.ping()
 
     def save_index(self) -> None:
         # The checkpoint is read before writing: rows added meanwhile make it
@@ -216,6 +250,8 @@ class OriginIndex:
                     if self.index.dirty and clock - last_save >= self.settings.index_save_interval_s:
                         self.save_index()
                         last_save = clock
+                except DatabaseUnavailable as exc:  # the server's database watch reports and recovers
+                    log.debug("index maintenance skipped: %s", exc)
                 except Exception:  # keep maintaining; the next round retries
                     log.exception("index maintenance failed")
 

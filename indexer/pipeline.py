@@ -24,17 +24,27 @@ from typing import TypeVar
 
 import numpy as np
 
-from origin_id.indexer.decode import DecodedImage, DecodeLimits, decode_image, sha256_hex
+from origin_id.indexer.decode import DecodedImage, DecodeLimits, sha256_hex
 from origin_id.indexer.embedder import Embedder
-from origin_id.indexer.errors import Conflict, ImageError, InvalidRequest
+from origin_id.indexer.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    ImageError,
+    InvalidRequest,
+    PermissionDenied,
+    Unavailable,
+)
 from origin_id.indexer.store import DEFAULT_COLLECTION, NewReference, Reference, ReferenceStore
+from origin_id.indexer.validation import (
+    MAX_EXTERNAL_ID,
+    MAX_SOURCE_URI,
+    check_collection,
+    check_labels,
+    check_text,
+)
 from origin_id.indexer.vector_index import VectorIndex
+from origin_id.models import compute
 
-MAX_NAME = 128
-MAX_EXTERNAL_ID = 512
-MAX_LABELS = 64
-MAX_LABEL_KEY = 128
-MAX_LABEL_VALUE = 1024
 #: How long a batch waits for more items once it has one (a stream's next message).
 BATCH_LINGER_S = 0.02
 
@@ -44,7 +54,7 @@ T = TypeVar("T")
 @dataclass
 class IngestItem:
     """One image to add. ``read`` defers loading the bytes until its batch runs; an
-    ``OSError`` or ``InvalidRequest`` it raises is that item's error."""
+    ``OSError``, ``InvalidRequest`` or ``PermissionDenied`` it raises is that item's error."""
 
     read: Callable[[], bytes]
     collection: str = DEFAULT_COLLECTION
@@ -68,17 +78,10 @@ class IngestOutcome:
 
 
 def validate_metadata(item: IngestItem) -> None:
-    collection = item.collection or DEFAULT_COLLECTION
-    if len(collection) > MAX_NAME or not collection.isprintable():
-        raise InvalidRequest(f"collection name must be 1-{MAX_NAME} printable characters")
-    if len(item.external_id) > MAX_EXTERNAL_ID:
-        raise InvalidRequest(f"external_id is longer than {MAX_EXTERNAL_ID} characters")
-    if len(item.labels) > MAX_LABELS:
-        raise InvalidRequest(f"{len(item.labels)} labels; at most {MAX_LABELS} are allowed")
-    for key, value in item.labels.items():
-        if not key or len(key) > MAX_LABEL_KEY or len(value) > MAX_LABEL_VALUE:
-            raise InvalidRequest(f"label {key[:40]!r}: keys must be 1-{MAX_LABEL_KEY} characters, "
-                                 f"values at most {MAX_LABEL_VALUE}")
+    check_collection(item.collection or DEFAULT_COLLECTION)
+    check_text("external_id", item.external_id, MAX_EXTERNAL_ID)
+    check_text("source_uri", item.source_uri, MAX_SOURCE_URI)
+    check_labels(item.labels)
 
 
 def gather_batches(items: Iterable[T], size: int, linger_s: float = BATCH_LINGER_S) -> Iterator[list[T]]:
@@ -171,21 +174,42 @@ class IngestPipeline:
             yield from self.process(batch)
 
     def process(self, batch: list[IngestItem]) -> list[IngestOutcome]:
-        """One batch: one transaction, one outcome per item (an item's error does not stop the others)."""
-        outcomes = [IngestOutcome(item) for item in batch]
+        """One batch: one transaction, one outcome per item (an item's error does not stop the
+        others). When the database cannot be reached, every item not yet settled gets an
+        ``Unavailable`` error and nothing of the batch is written.
 
-        # Read and hash; refuse bad metadata before any work.
+        Under a watched call (``origin_id.models.compute.watching``) each stage first checks
+        that the caller still waits: a call abandoned before ``write`` commits nothing."""
+        outcomes = [IngestOutcome(item) for item in batch]
+        compute.stage("read")
+        payloads = self._read(outcomes)
+        try:
+            self._skip_known(outcomes, payloads)
+            compute.stage("decode")
+            decoded = self._decode_all(outcomes, payloads)
+            if decoded:
+                self._embed_and_write(outcomes, decoded)
+        except DatabaseUnavailable as exc:
+            for outcome in outcomes:
+                if outcome.error is None and outcome.reference is None:
+                    outcome.error = Unavailable(f"database unavailable, nothing of this batch was written: {exc}")
+        return outcomes
+
+    def _read(self, outcomes: list[IngestOutcome]) -> dict[int, bytes]:
+        """Each item's bytes, by position; bad metadata and unreadable items get their error."""
         payloads: dict[int, bytes] = {}
-        digests: dict[int, str] = {}
         for i, outcome in enumerate(outcomes):
             try:
                 validate_metadata(outcome.item)
-                data = outcome.item.read()
-                payloads[i], digests[i] = data, sha256_hex(data)
-            except (InvalidRequest, OSError) as exc:
+                payloads[i] = outcome.item.read()
+            except (InvalidRequest, OSError, PermissionDenied) as exc:
                 outcome.error = exc
+        return payloads
 
-        # Skip what is already stored (the resume path: no decode, no embed).
+    def _skip_known(self, outcomes: list[IngestOutcome], payloads: dict[int, bytes]) -> None:
+        """Items already stored (same bytes, same collection, this model) are settled without
+        decoding: the resume path of a re-run job."""
+        digests = {i: sha256_hex(data) for i, data in payloads.items()}
         by_collection: dict[str, list[int]] = {}
         for i in digests:
             by_collection.setdefault(outcomes[i].item.collection or DEFAULT_COLLECTION, []).append(i)
@@ -196,7 +220,8 @@ class IngestPipeline:
                     outcomes[i].reference, outcomes[i].skipped = known[digests[i]], True
                     payloads.pop(i)
 
-        # Decode in threads (PIL releases the GIL), then embed as one batch.
+    def _decode_all(self, outcomes: list[IngestOutcome], payloads: dict[int, bytes]) -> dict[int, DecodedImage]:
+        """Decoded in threads (PIL releases the GIL); undecodable items get their error."""
         pending = sorted(payloads)
         decoded: dict[int, DecodedImage] = {}
         for i, result in zip(pending, self._decoder.map(self._decode, [payloads[i] for i in pending])):
@@ -204,11 +229,13 @@ class IngestPipeline:
                 outcomes[i].error = result
             else:
                 decoded[i] = result
-        if not decoded:
-            return outcomes
+        return decoded
+
+    def _embed_and_write(self, outcomes: list[IngestOutcome], decoded: dict[int, DecodedImage]) -> None:
+        """One embedding batch, one transaction; the vectors enter the index after it commits."""
+        compute.stage("embed")
         order = sorted(decoded)
         vectors = self.embedder.embed([decoded[i].image for i in order])
-
         new = [
             NewReference(
                 collection=outcomes[i].item.collection or DEFAULT_COLLECTION, sha256=decoded[i].sha256,
@@ -217,11 +244,13 @@ class IngestPipeline:
                 labels=dict(outcomes[i].item.labels))
             for row, i in enumerate(order)
         ]
+        compute.stage("write")
         results = self.store.write(new, self.model_version)
         add_ids, add_vectors = [], []
         for i, ref_new, result in zip(order, new, results):
             if result.error:
-                outcomes[i].error = Conflict(result.error)
+                outcomes[i].error = Conflict(result.error) if result.error_kind == "conflict" else InvalidRequest(
+                    result.error)
                 continue
             outcomes[i].reference, outcomes[i].created = result.reference, result.created
             for embedding_id, region in result.embeddings:
@@ -229,10 +258,9 @@ class IngestPipeline:
                 add_vectors.append(ref_new.vectors[region])
         if add_ids:
             self.index.add(np.asarray(add_ids, np.int64), np.stack(add_vectors))
-        return outcomes
 
     def _decode(self, data: bytes) -> DecodedImage | ImageError:
         try:
-            return decode_image(data, max_pixels=self.limits.max_pixels, max_side=self.limits.max_side)
+            return self.limits.decode(data)
         except ImageError as exc:
             return exc

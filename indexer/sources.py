@@ -11,7 +11,9 @@
 
 A manifest row that cannot be used (no path, a file that is missing or unreadable,
 labels that are not JSON) becomes an item whose ``read`` raises ``InvalidRequest``:
-that row's error in the ingest report, while the rows around it are ingested.
+that row's error in the ingest report, while the rows around it are ingested. A row's
+path must stay inside the manifest's folder (links resolved), unless the operator allows
+any path: a manifest from elsewhere must not make the ingest read the machine's files.
 
 Items are produced lazily (bytes are read when their batch runs), so a manifest of
 millions of rows streams. Order is deterministic, which is what lets a re-run of a
@@ -62,21 +64,24 @@ def scan_sources(paths: list[Path]) -> SourceScan:
     return scan
 
 
-def iter_sources(paths: list[Path], collection: str = DEFAULT_COLLECTION) -> Iterator[IngestItem]:
+def iter_sources(paths: list[Path], collection: str = DEFAULT_COLLECTION,
+                 allow_any_path: bool = False) -> Iterator[IngestItem]:
     for path in paths:
         if path.is_dir():
             for file in sorted(p for p in path.rglob("*") if _is_image(p) and p.is_file()):
                 yield _file_item(file, file.relative_to(path).as_posix(), collection)
         elif path.suffix.lower() in MANIFEST_SUFFIXES:
-            yield from iter_manifest(path, collection)
+            yield from iter_manifest(path, collection, allow_any_path)
         elif path.is_file():
             yield _file_item(path, path.name, collection)
         else:
             raise InvalidRequest(f"{path}: no such file or folder")
 
 
-def iter_manifest(manifest: Path, collection: str = DEFAULT_COLLECTION) -> Iterator[IngestItem]:
+def iter_manifest(manifest: Path, collection: str = DEFAULT_COLLECTION,
+                  allow_any_path: bool = False) -> Iterator[IngestItem]:
     base = manifest.parent
+    home = base.resolve()
     for line_no, row in _rows(manifest):
         where = f"{manifest}:{line_no}"
         if isinstance(row, InvalidRequest):
@@ -87,6 +92,10 @@ def iter_manifest(manifest: Path, collection: str = DEFAULT_COLLECTION) -> Itera
             continue
         path = Path(str(row["path"]))
         path = path if path.is_absolute() else base / path
+        if not allow_any_path and not path.resolve().is_relative_to(home):
+            yield _failed_item(f"{where}: the path leads outside the manifest's folder (allow it with "
+                               f"--allow-any-path)", collection)
+            continue
         labels = row.get("labels") or {}
         if isinstance(labels, str):
             try:

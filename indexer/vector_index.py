@@ -13,8 +13,11 @@
   compute thread (``origin_id.models.compute``), where the models run too: faiss and
   torch share an OpenMP runtime that slows down once several threads use it.
 * ``save`` writes the index and a checkpoint (model version, count, max id,
-  id sum, file hash) atomically; ``load_or_rebuild`` trusts the file only if
-  the checkpoint matches the store, otherwise it rebuilds from PostgreSQL.
+  id sum, file hash) atomically, readable by the service's user only;
+  ``load_or_rebuild`` trusts the file only if the checkpoint matches the store
+  and a sample of its vectors (``SPOT_CHECK``) is what the store holds for those
+  ids (the checkpoint is beside the file: whoever can forge one can forge the
+  other, not the database), otherwise it rebuilds from PostgreSQL.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ log = logging.getLogger(__name__)
 #: Over-fetch factor so that masked (deleted) hits and collection filtering
 #: still leave k results.
 _OVERFETCH = 4
+#: Vectors of a loaded index compared with the store's before it is trusted.
+SPOT_CHECK = 64
 
 
 def gpu_available() -> bool:
@@ -222,15 +227,18 @@ class VectorIndex:
     def save(self, path: Path, checkpoint: Checkpoint) -> IndexCheckpoint:
         """Write index + checkpoint atomically; ``checkpoint`` is the store's at this moment."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
         tmp = path.with_name(path.name + ".tmp")
         with self._lock:
             faiss.write_index(self._master, str(tmp))
             self.dirty = False
+        os.chmod(tmp, 0o600)
         digest = _sha256_file(tmp)
         meta = IndexCheckpoint(checkpoint.model_version, self.dim, checkpoint.count,
                                checkpoint.max_id, checkpoint.id_sum, digest)
         meta_tmp = _meta_path(path).with_name(_meta_path(path).name + ".tmp")
         meta_tmp.write_text(json.dumps(asdict(meta), indent=2))
+        os.chmod(meta_tmp, 0o600)
         os.replace(tmp, path)
         os.replace(meta_tmp, _meta_path(path))
         return meta
@@ -239,6 +247,8 @@ class VectorIndex:
         """Load ``path`` if it matches the store, else rebuild. Returns what happened."""
         expected = store.checkpoint(model_version)
         reason = self._try_load(path, expected)
+        if reason is None:
+            reason = self._spot_check(store, model_version)
         if reason is None:
             log.info("index loaded from %s (%d vectors)", path, len(self))
             return "loaded"
@@ -276,6 +286,22 @@ class VectorIndex:
             self._max_id = int(ids.max()) if len(ids) else 0
             self._gpu_index = None
             self.dirty = False
+        return None
+
+    def _spot_check(self, store: ReferenceStore, model_version: str) -> str | None:
+        """None when a sample of the loaded vectors is what the store holds, else why not."""
+        with self._lock:
+            ids = np.fromiter(self._ids, np.int64, len(self._ids))
+        if not len(ids):
+            return None
+        sample = np.random.default_rng().choice(ids, min(SPOT_CHECK, len(ids)), replace=False)
+        stored = store.vectors_of(sample.tolist(), model_version)
+        with self._lock:
+            for embedding_id in sample.tolist():
+                vector = stored.get(embedding_id)
+                if vector is None or not np.array_equal(vector, self._master.reconstruct(embedding_id)):
+                    self.reset()
+                    return f"index file vector {embedding_id} is not the store's"
         return None
 
     def rebuild(self, store: ReferenceStore, model_version: str) -> None:

@@ -35,7 +35,7 @@ import grpc
 from tqdm import tqdm
 
 from origin_id.indexer.config import Settings
-from origin_id.server import formatting
+from origin_id.server import formatting, logs
 
 # The embedded PostgreSQL is started with subprocess (fork + exec) while gRPC
 # threads run; gRPC's fork handlers are for forks that keep running Python.
@@ -58,7 +58,7 @@ def connect(settings: Settings, *, create: bool = False):
     from origin_id.server.client import OriginClient
 
     if settings.server:
-        with OriginClient(settings.server, settings.max_message_mib) as client:
+        with OriginClient.from_settings(settings) as client:
             yield client
         return
     data_dir = Path(settings.data_dir)
@@ -67,7 +67,9 @@ def connect(settings: Settings, *, create: bool = False):
                          f"{data_dir}), or pass --server HOST:PORT to ask a running server")
     from origin_id.server.app import OriginServer
 
-    server = OriginServer(dataclasses.replace(settings, host="127.0.0.1", port=0))
+    # Reached only by this process, for this command: no keys, no TLS, no metrics endpoint.
+    server = OriginServer(dataclasses.replace(settings, host="127.0.0.1", port=0, auth="off", tls_cert="",
+                                              tls_key="", tls_client_ca="", metrics_port=0))
     port = server.start()
     try:
         server.loaded.wait()
@@ -130,7 +132,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     in_flight: deque[str] = deque()  # replies come back in request order
 
     def requests() -> Iterator[pb.AddReferenceRequest]:
-        for item in iter_sources(paths, collection=args.collection):
+        for item in iter_sources(paths, collection=args.collection, allow_any_path=args.allow_any_path):
             try:
                 image = item.read()
             except (InvalidRequest, OSError) as exc:
@@ -242,6 +244,40 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """API keys, on the database itself (an operator's command: no server is asked)."""
+    from origin_id.indexer.origin_index import open_store
+    from origin_id.indexer.store.keys import ApiKeyStore
+
+    store, embedded = open_store(settings)
+    try:
+        keys = ApiKeyStore(store)
+        if args.action == "create":
+            if (args.collection is None) == (not args.all_collections):
+                raise UsageError("give --collection NAME, or --all-collections for a key of every collection")
+            record, key = keys.create(args.role, args.collection, name=args.name, rate_limit=args.rate_limit)
+            print(key)
+            print(f"key {record.id} ({record.role} on {record.collection or 'every collection'}): shown once, "
+                  f"store it now; clients send it as 'authorization: Bearer KEY' (ORIGIN_ID_API_KEY)",
+                  file=sys.stderr)
+        elif args.action == "list":
+            print(f"{'id':>5}  {'name':<20} {'role':<6} {'collection':<20} {'rate/s':>7}  created              revoked")
+            for k in keys.list():
+                print(f"{k.id:>5}  {k.name[:20]:<20} {k.role:<6} {(k.collection or '*')[:20]:<20} "
+                      f"{k.rate_limit or '-':>7}  {k.created_at:%Y-%m-%d %H:%M:%S}  "
+                      f"{f'{k.revoked_at:%Y-%m-%d %H:%M:%S}' if k.revoked_at else '-'}")
+        else:
+            if args.id is None:
+                raise UsageError("give the id of the key to revoke (origin-id keys list)")
+            record = keys.revoke(args.id)
+            print(f"revoked key {record.id} ({record.role} on {record.collection or 'every collection'})")
+    finally:
+        store.close()
+        if embedded:
+            embedded.stop()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from origin_id.server.demo import run_demo
 
@@ -251,9 +287,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 # -- parser ------------------------------------------------------------------------------
 
 #: Settings a client command may need: where the data is (local mode) or the server is.
-CLIENT_SETTINGS = ["server", "data_dir", "database_url", "vae", "transform", "detectors", "inpainting",
-                   "inpainting_precision", "device", "batch_size", "max_pixels", "max_side", "faiss_gpu",
-                   "max_message_mib", "default_top_k", "max_top_k", "match_threshold"]
+CLIENT_SETTINGS = ["server", "api_key", "tls_ca", "tls_client_cert", "tls_client_key", "data_dir", "database_url",
+                   "vae", "transform", "detectors", "inpainting", "inpainting_precision", "device", "batch_size",
+                   "max_pixels", "max_side", "max_whole_pixels", "faiss_gpu", "max_message_mib", "default_top_k",
+                   "max_top_k", "match_threshold", "log_format"]
 
 
 def _reference_key(p: argparse.ArgumentParser) -> None:
@@ -282,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "ingest", cmd_ingest, "add images (files, folders, CSV/JSONL manifests)")
     p.add_argument("paths", nargs="+")
     p.add_argument("--collection", default="default", help="collection of files and rows that name none")
+    p.add_argument("--allow-any-path", action="store_true",
+                   help="let manifest rows name files outside the manifest's folder")
 
     p = _command(sub, "query", cmd_query, "where did this image come from?")
     p.add_argument("image")
@@ -308,6 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "db", cmd_db, "database schema", settings=["data_dir", "database_url"])
     p.add_argument("action", choices=["upgrade", "current"])
 
+    p = _command(sub, "keys", cmd_keys, "API keys: create, list, revoke (on the database)",
+                 settings=["data_dir", "database_url"])
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("id", nargs="?", type=int, help="revoke: the key's id")
+    p.add_argument("--role", choices=["read", "write", "admin"], default="read")
+    p.add_argument("--collection", default=None, help="the one collection the key may use")
+    p.add_argument("--all-collections", action="store_true", help="a key for every collection")
+    p.add_argument("--name", default="", help="who or what the key is for")
+    p.add_argument("--rate-limit", type=float, default=None, help="calls per second (default: the server's)")
+
     p = _command(sub, "demo", cmd_demo, "serve + ingest sample images + query edited copies, then stop",
                  settings=None, exclude=("server",))
     p.add_argument("--images", type=int, default=48, help="sample reference images to make and ingest")
@@ -317,11 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     level = "INFO" if args.command in ("serve", "demo") and args.log_level == "WARNING" else args.log_level
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("alembic", "faiss.loader", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        status = args.func(args, Settings.from_args(args))
+        settings = Settings.from_args(args)
+        logs.configure(level, settings.log_format)
+        status = args.func(args, settings)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
         return status
     except (UsageError, ValueError, FileNotFoundError) as exc:

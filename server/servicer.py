@@ -1,68 +1,36 @@
 """``OriginService`` handlers: translate requests to ``OriginIndex`` calls.
 
-Every handler is wrapped by ``_status``, the one place where errors become gRPC status
-codes: bad input is INVALID_ARGUMENT, oversize input RESOURCE_EXHAUSTED, unknown ids
-and collections NOT_FOUND, uniqueness clashes ALREADY_EXISTS, a query against an empty
-index FAILED_PRECONDITION, a not-yet-loaded index UNAVAILABLE. Anything else is logged
-and reported as INTERNAL; the process keeps serving.
+Each handler takes the request and its ``GrpcCall`` (``server.calls``, which admitted
+the call, knows who is calling and turns every error into one status code) and checks
+what the caller's key may do (``server.auth``) before touching the index.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterator
 
 import grpc
 
 from origin_id.detectors.analyzer import InpaintingResult
-from origin_id.indexer.errors import Conflict, EmptyIndex, ImageTooLarge, InvalidRequest, NotFound, NotReady
+from origin_id.indexer.errors import InvalidRequest, NotFound, NotReady, PermissionDenied
 from origin_id.indexer.origin_index import Identification, OriginIndex
 from origin_id.indexer.pipeline import IngestItem, IngestOutcome
-from origin_id.indexer.store import DEFAULT_COLLECTION
+from origin_id.indexer.store import DEFAULT_COLLECTION, Reference
 from origin_id.server.api.origin.v1 import origin_pb2 as pb
-from origin_id.server.api.origin.v1 import origin_pb2_grpc as pb_grpc
+from origin_id.server.calls import GrpcCall, Malformed, status_for
 from origin_id.server.convert import reference_to_pb
 
 log = logging.getLogger(__name__)
 
 #: ``ListReferences`` page size when a request gives 0, and the largest it may ask.
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
-_EXPECTED = (InvalidRequest, NotFound, Conflict, NotReady, EmptyIndex)
 
 
-def status_for(exc: BaseException) -> grpc.StatusCode:
-    if isinstance(exc, ImageTooLarge):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-    if isinstance(exc, InvalidRequest):
-        return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(exc, NotFound):
-        return grpc.StatusCode.NOT_FOUND
-    if isinstance(exc, Conflict):
-        return grpc.StatusCode.ALREADY_EXISTS
-    if isinstance(exc, EmptyIndex):
-        return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(exc, NotReady):
-        return grpc.StatusCode.UNAVAILABLE
-    return grpc.StatusCode.INTERNAL
+class OriginServicer:
+    #: Calls that run the models: each holds an admission slot (``server.admission``).
+    COMPUTE_BOUND = frozenset({"IdentifyOrigin", "AddReference", "AddReferences"})
 
-
-def _status(handler):
-    @functools.wraps(handler)
-    def wrapped(self, request, context: grpc.ServicerContext):
-        try:
-            return handler(self, request, context)
-        except _EXPECTED as exc:
-            context.abort(status_for(exc), str(exc))
-        except grpc.RpcError:
-            raise
-        except Exception:
-            log.exception("%s failed", handler.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error in {handler.__name__}; see server log")
-    return wrapped
-
-
-class OriginServicer(pb_grpc.OriginServiceServicer):
     def __init__(self, origin: OriginIndex | None = None):
         self.origin = origin
 
@@ -71,78 +39,62 @@ class OriginServicer(pb_grpc.OriginServiceServicer):
             raise NotReady("the index is still loading; retry shortly")
         return self.origin
 
-    @_status
-    def IdentifyOrigin(self, request: pb.IdentifyOriginRequest, context) -> pb.IdentifyOriginResponse:
+    def IdentifyOrigin(self, request: pb.IdentifyOriginRequest, call: GrpcCall) -> pb.IdentifyOriginResponse:
         origin = self._ready()
-        result = origin.identify(request.image, top_k=request.top_k, collection=request.collection)
+        call.principal.require("read", request.collection or None)
+        result = origin.identify(request.image, top_k=request.top_k, collection=request.collection,
+                                 scope=call.principal.scope)
         return identification_to_pb(result, origin.bundle.version)
 
-    @_status
-    def AddReference(self, request: pb.AddReferenceRequest, context) -> pb.AddReferenceResponse:
-        outcome = self._ready().pipeline.process([_item(request)])[0]
+    def AddReference(self, request: pb.AddReferenceRequest, call: GrpcCall) -> pb.AddReferenceResponse:
+        origin = self._ready()
+        call.principal.require("write", request.collection)
+        outcome = origin.pipeline.process([_item(request)])[0]
+        self._count(call, [outcome])
         if outcome.error is not None:
             raise outcome.error
         return pb.AddReferenceResponse(reference=reference_to_pb(outcome.reference), created=outcome.created)
 
     def AddReferences(self, request_iterator: Iterator[pb.AddReferenceRequest],
-                      context) -> Iterator[pb.AddReferenceResponse]:
-        """The pipeline batches the stream as it arrives (``origin_id.indexer.pipeline.gather_batches``)."""
+                      call: GrpcCall) -> Iterator[pb.AddReferenceResponse]:
+        """The pipeline batches the stream as it arrives (``origin_id.indexer.pipeline.gather_batches``);
+        an item the key may not write is that item's PERMISSION_DENIED."""
+        origin = self._ready()
+        call.principal.require("write")
+        items = (_item(r, call) for r in request_iterator)
         try:
-            origin = self._ready()
-        except NotReady as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        try:
-            for position, outcome in enumerate(origin.pipeline.run(_item(r) for r in request_iterator)):
+            for position, outcome in enumerate(origin.pipeline.run(items)):
+                self._count(call, [outcome])
                 yield _add_response(outcome, position)
-                if not context.is_active():
-                    return
         except grpc.RpcError:
             return  # the client went away mid-stream; what was acknowledged is committed
-        except Exception:
-            log.exception("AddReferences failed")
-            context.abort(grpc.StatusCode.INTERNAL, "internal error while adding a batch; see server log")
 
-    @_status
-    def GetReference(self, request: pb.GetReferenceRequest, context) -> pb.GetReferenceResponse:
-        origin = self._ready()
-        which = request.WhichOneof("key")
-        if which == "id":
-            ref = origin.get(request.id)
-        elif which == "external":
-            ref = origin.get_by_external_id(request.external.collection, request.external.external_id)
-        else:
-            raise InvalidRequest("give either id or external (collection + external_id)")
-        return pb.GetReferenceResponse(reference=reference_to_pb(ref))
+    def GetReference(self, request: pb.GetReferenceRequest, call: GrpcCall) -> pb.GetReferenceResponse:
+        call.principal.require("read")
+        return pb.GetReferenceResponse(reference=reference_to_pb(self._reference(request, call)))
 
-    @_status
-    def ListReferences(self, request: pb.ListReferencesRequest, context) -> pb.ListReferencesResponse:
+    def ListReferences(self, request: pb.ListReferencesRequest, call: GrpcCall) -> pb.ListReferencesResponse:
         origin = self._ready()
+        call.principal.require("read", request.collection or None)
         size = request.page_size or DEFAULT_PAGE_SIZE
         if not 1 <= size <= MAX_PAGE_SIZE:
             raise InvalidRequest(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {request.page_size}")
         after = _page_position(request.page_token)
-        refs = origin.list(request.collection, after_id=after, limit=size + 1)
+        refs = origin.list(request.collection, after_id=after, limit=size + 1, scope=call.principal.scope)
         more = len(refs) > size
         refs = refs[:size]
         return pb.ListReferencesResponse(references=[reference_to_pb(r) for r in refs],
                                          next_page_token=str(refs[-1].id) if more else "")
 
-    @_status
-    def DeleteReference(self, request: pb.DeleteReferenceRequest, context) -> pb.DeleteReferenceResponse:
-        origin = self._ready()
-        which = request.WhichOneof("key")
-        if which == "id":
-            ref_id = request.id
-        elif which == "external":
-            ref_id = origin.get_by_external_id(request.external.collection, request.external.external_id).id
-        else:
-            raise InvalidRequest("give either id or external (collection + external_id)")
-        return pb.DeleteReferenceResponse(reference=reference_to_pb(origin.delete(ref_id)))
+    def DeleteReference(self, request: pb.DeleteReferenceRequest, call: GrpcCall) -> pb.DeleteReferenceResponse:
+        call.principal.require("admin")
+        ref = self._reference(request, call)
+        return pb.DeleteReferenceResponse(reference=reference_to_pb(self._ready().delete(ref.id)))
 
-    @_status
-    def GetIndexStats(self, request: pb.GetIndexStatsRequest, context) -> pb.GetIndexStatsResponse:
+    def GetIndexStats(self, request: pb.GetIndexStatsRequest, call: GrpcCall) -> pb.GetIndexStatsResponse:
         origin = self._ready()
-        per_collection = origin.store.stats()
+        call.principal.require("read")
+        per_collection = origin.store.stats(call.principal.scope)
         return pb.GetIndexStatsResponse(
             references=sum(per_collection.values()), indexed_vectors=len(origin.index),
             dimension=origin.index.dim, index_type=origin.index.description,
@@ -150,6 +102,27 @@ class OriginServicer(pb_grpc.OriginServiceServicer):
             collections=[pb.CollectionStats(name=n, references=c) for n, c in per_collection.items()],
             match_threshold=origin.match_threshold,
             detectors_loaded=origin.settings.inpainting and origin.bundle.inpainting is not None)
+
+    def _reference(self, request: pb.GetReferenceRequest | pb.DeleteReferenceRequest, call: GrpcCall) -> Reference:
+        """The reference a Get or Delete names, if the caller may see it: one of a collection
+        the key may not read is NOT_FOUND by id (ids cannot be walked), PERMISSION_DENIED by name."""
+        origin = self._ready()
+        which = request.WhichOneof("key")
+        if which == "id":
+            ref = origin.get(request.id)
+            if not call.principal.may("read", ref.collection):
+                raise NotFound(f"no reference with id {request.id}")
+            return ref
+        if which == "external":
+            call.principal.require("read", request.external.collection)
+            return origin.get_by_external_id(request.external.collection, request.external.external_id)
+        raise InvalidRequest("give either id or external (collection + external_id)")
+
+    @staticmethod
+    def _count(call: GrpcCall, outcomes: list[IngestOutcome]) -> None:
+        for outcome in outcomes:
+            kind = "failed" if outcome.error else ("new" if outcome.created else "present")
+            call.metrics.ingested.labels(kind).inc()
 
 
 def identification_to_pb(result: Identification, model_version: str) -> pb.IdentifyOriginResponse:
@@ -185,10 +158,22 @@ def _page_position(token: str) -> int:
     return int(token)
 
 
-def _item(request: pb.AddReferenceRequest) -> IngestItem:
-    return IngestItem.from_bytes(
-        request.image, collection=request.collection or DEFAULT_COLLECTION, external_id=request.external_id,
-        source_uri=request.source_uri, labels=dict(request.labels))
+def _item(request: pb.AddReferenceRequest | Malformed, call: GrpcCall | None = None) -> IngestItem:
+    """The pipeline's item for a request; one that cannot be used is an item whose ``read``
+    raises its error, so it is that item's answer in a stream."""
+    if isinstance(request, Malformed):
+        return _failing(InvalidRequest("this stream message is not a valid AddReferenceRequest"))
+    collection = request.collection or DEFAULT_COLLECTION
+    if call is not None and not call.principal.may("write", collection):
+        return _failing(PermissionDenied("this key may not write to that collection"), collection)
+    return IngestItem.from_bytes(request.image, collection=collection, external_id=request.external_id,
+                                 source_uri=request.source_uri, labels=dict(request.labels))
+
+
+def _failing(error: Exception, collection: str = DEFAULT_COLLECTION) -> IngestItem:
+    def read() -> bytes:
+        raise error
+    return IngestItem(read=read, collection=collection)
 
 
 def _add_response(outcome: IngestOutcome, position: int) -> pb.AddReferenceResponse:

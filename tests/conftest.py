@@ -66,16 +66,25 @@ def open_tmp_path():
     shutil.rmtree(path, ignore_errors=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """A PostgreSQL server for the tests: ``admin_url`` makes databases; ``app_url`` (None for
+    an external server) is the role the service connects as, which owns them."""
+
+    admin_url: str
+    app_url: str | None = None
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster():
     external = os.environ.get("TEST_DATABASE_URL")
     if external:
-        yield external
+        yield Cluster(external)
         return
     root = traversable_tmpdir()
     pg = EmbeddedPostgres(root / "postgres")
-    url = pg.start()
-    yield url
+    pg.start()
+    yield Cluster(pg.admin_url, pg.url)
     pg.stop(force=True)
     shutil.rmtree(root, ignore_errors=True)
 
@@ -88,11 +97,14 @@ def _admin(url: str) -> psycopg.Connection:
 
 @pytest.fixture
 def database_url(postgres_cluster):
+    """A fresh database for one test, owned by the service's role."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    with _admin(postgres_cluster) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(postgres_cluster).set(database=name).render_as_string(hide_password=False)
-    with _admin(postgres_cluster) as conn:
+    owner = make_url(postgres_cluster.app_url).username if postgres_cluster.app_url else None
+    with _admin(postgres_cluster.admin_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' OWNER "{owner}"' if owner else ""))
+    yield make_url(postgres_cluster.app_url or postgres_cluster.admin_url).set(database=name).render_as_string(
+        hide_password=False)
+    with _admin(postgres_cluster.admin_url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -8,7 +8,7 @@ migrations in ``migrations/`` own. The vector index is only a cache of the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -52,8 +52,10 @@ class WriteResult:
     created: bool
     #: (embedding id, region) of the vector rows this call wrote, to add to the index.
     embeddings: tuple[tuple[int, int], ...] = ()
-    #: Set when the item was refused (e.g. its external_id names another image).
+    #: Set when the item was refused: its external_id names another image ("conflict"), or the
+    #: database would not store a value of it ("refused").
     error: str = ""
+    error_kind: str = "conflict"
 
 
 @dataclass(frozen=True)
@@ -78,27 +80,32 @@ class ReferenceStore(Protocol):
 
     def has_collection(self, name: str) -> bool: ...
 
-    def list_references(self, collection: str, after_id: int, limit: int) -> list[Reference]:
-        """References with ids above ``after_id`` in id order, at most ``limit``, of one
-        collection ("" = all)."""
+    def list_references(self, collections: Collection[str] | None, after_id: int, limit: int) -> list[Reference]:
+        """References with ids above ``after_id`` in id order, at most ``limit``, of these
+        collections (None = all)."""
 
     def get_by_external_id(self, collection: str, external_id: str) -> Reference | None: ...
 
     def delete(self, reference_id: int) -> tuple[Reference, list[int]] | None:
         """Delete a reference and its vectors; returns it and the embedding ids removed."""
 
-    def resolve_embeddings(self, embedding_ids: Sequence[int], collection: str = "") -> dict[int, Reference]:
-        """Current references behind embedding ids (deleted ones are absent)."""
+    def resolve_embeddings(self, embedding_ids: Sequence[int],
+                           collections: Collection[str] | None = None) -> dict[int, Reference]:
+        """Current references behind embedding ids (deleted ones, and those outside
+        ``collections`` when given, are absent)."""
 
     def iter_embeddings(self, model_version: str, after_id: int = 0,
                         batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids int64, vectors float32) in id order, for building the index."""
 
+    def vectors_of(self, embedding_ids: Sequence[int], model_version: str) -> dict[int, np.ndarray]:
+        """The stored vectors (float32) of these embedding ids of this model."""
+
     def checkpoint(self, model_version: str) -> Checkpoint: ...
 
     def embedding_ids(self, model_version: str) -> np.ndarray: ...
 
-    def stats(self) -> dict[str, int]:
-        """Reference count per collection."""
+    def stats(self, collections: Collection[str] | None = None) -> dict[str, int]:
+        """Reference count per collection (of these collections, None = all)."""
 
     def close(self) -> None: ...

@@ -7,8 +7,14 @@ the PATH or ``/usr/lib/postgresql/*/bin``) is used when the wheel is absent.
 PostgreSQL refuses to run as root, and these machines (CI, containers) often
 run everything as root, so when we are root the cluster is owned and run by
 an unprivileged system user (``origin-id``, created on first use, ``nobody``
-if it cannot be). It listens on 127.0.0.1 only, on a free port, with a
-random password kept in a 0600 file beside the cluster.
+if it cannot be). It listens on 127.0.0.1 only, on a free port.
+
+Two roles, each with a random password in a 0600 file beside the cluster: the
+cluster's superuser (``DB_USER``), which only this module uses, to create the
+database and roles; and ``APP_USER``, the role the service connects as (``url``),
+which owns the service's database and its tables and nothing else: no superuser,
+no role or database creation, so a flaw in the service cannot reach the rest of
+the cluster or the server's files.
 
 Several processes may use one data directory (``serve`` and a local
 ``ingest``): the first starts the cluster, later ones find it running and
@@ -35,11 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "originid"
 DB_USER = "originid"
+APP_USER = "originid_app"
 SERVICE_USER = "origin-id"
 
 
@@ -122,6 +130,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _port_if_free(port: int) -> int:
+    if port <= 0:
+        return 0
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+    return port
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -158,12 +177,22 @@ class EmbeddedPostgres:
         return self.root / "password"
 
     @property
+    def _app_password_file(self) -> Path:
+        return self.root / "app-password"
+
+    @property
     def _port_file(self) -> Path:
         return self.root / "port"
 
     @property
     def _owner_file(self) -> Path:
         return self.root / "owner.pid"
+
+    def _recorded_port(self) -> int:
+        try:
+            return int(self._port_file.read_text())
+        except (OSError, ValueError):
+            return 0
 
     def _owner_pid(self) -> int:
         try:
@@ -173,8 +202,15 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
+        """The service's URL: ``APP_USER`` on the service's database."""
+        password = self._app_password_file.read_text().strip()
+        return f"postgresql+psycopg://{APP_USER}:{password}@127.0.0.1:{self.port}/{DB_NAME}"
+
+    @property
+    def admin_url(self) -> str:
+        """The superuser's URL (cluster administration; tests make databases with it)."""
         password = self._password_file.read_text().strip()
-        return f"postgresql+psycopg://{DB_USER}:{password}@127.0.0.1:{self.port}/{DB_NAME}"
+        return f"postgresql+psycopg://{DB_USER}:{password}@127.0.0.1:{self.port}/postgres"
 
     def _connect(self, dbname: str) -> psycopg.Connection:
         password = self._password_file.read_text().strip()
@@ -225,7 +261,8 @@ class EmbeddedPostgres:
         return self._run("pg_ctl", "status", "-D", str(self.cluster), check=False).returncode == 0
 
     def _start_server(self) -> None:
-        self.port = _free_port()
+        # The port it had, when free: a cluster restarted under a running service keeps its URL.
+        self.port = _port_if_free(self._recorded_port()) or _free_port()
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
                    "-c max_connections=100 -c shared_buffers=128MB")
         log_file = self.root / "postgres.log"
@@ -239,16 +276,32 @@ class EmbeddedPostgres:
         while True:
             try:
                 with self._connect("postgres") as conn:
+                    self._ensure_app_role(conn)
                     exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
                     if not exists:
-                        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+                        conn.execute(f'CREATE DATABASE "{DB_NAME}" OWNER "{APP_USER}"')
+                    else:
+                        conn.execute(f'ALTER DATABASE "{DB_NAME}" OWNER TO "{APP_USER}"')
+                with self._connect(DB_NAME) as conn:
+                    hand_over(conn, APP_USER)
                 return
             except psycopg.errors.DuplicateDatabase:
-                return
+                continue
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+
+    def _ensure_app_role(self, conn: psycopg.Connection) -> None:
+        if not self._app_password_file.exists():
+            self._app_password_file.write_text(secrets.token_urlsafe(24) + "\n")
+            os.chmod(self._app_password_file, 0o600)
+        password = self._app_password_file.read_text().strip()
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_USER,)).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        conn.execute(psycopg.sql.SQL(f"{verb} ROLE {{}} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {{}}")
+                     .format(psycopg.sql.Identifier(APP_USER), psycopg.sql.Literal(password)))
+
 
     def stop(self, force: bool = False) -> None:
         """Stop the cluster if this process started it and nobody else uses it."""
@@ -271,3 +324,15 @@ class EmbeddedPostgres:
                 return int(row[0])
         except psycopg.Error:
             return 0
+
+
+def hand_over(conn: psycopg.Connection, role: str) -> None:
+    """Make ``role`` the owner of the public schema and of every table in it (a database made
+    before the service had a role of its own has them owned by the superuser)."""
+    ident = psycopg.sql.Identifier(role)
+    conn.execute(psycopg.sql.SQL("ALTER SCHEMA public OWNER TO {}").format(ident))
+    tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tableowner <> %s",
+                          (role,)).fetchall()
+    for (table,) in tables:
+        conn.execute(psycopg.sql.SQL("ALTER TABLE public.{} OWNER TO {}").format(
+            psycopg.sql.Identifier(table), ident))

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 from sqlalchemy import Engine, and_, create_engine, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from origin_id.indexer.errors import DatabaseUnavailable
 from origin_id.indexer.store import (
     DEFAULT_COLLECTION,
     Checkpoint,
@@ -20,6 +24,23 @@ from origin_id.indexer.store import (
 from origin_id.indexer.store.schema import collections, embeddings, references
 
 log = logging.getLogger(__name__)
+#: Seconds a new connection may take: a database that is down is reported in about this long.
+CONNECT_TIMEOUT_S = 2
+_UNREACHABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+
+F = TypeVar("F", bound=Callable)
+
+
+def reported(method: F) -> F:
+    """The method with the driver's connection errors raised as ``DatabaseUnavailable``."""
+    @functools.wraps(method)
+    def wrapped(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except _UNREACHABLE as exc:
+            first = str(getattr(exc, "orig", exc)).strip().splitlines()
+            raise DatabaseUnavailable((first[0] if first else type(exc).__name__)[:200]) from exc
+    return wrapped  # type: ignore[return-value]
 
 
 def normalise_url(url: str) -> str:
@@ -32,7 +53,8 @@ def normalise_url(url: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    return create_engine(normalise_url(url), pool_pre_ping=True, pool_size=8, max_overflow=8)
+    return create_engine(normalise_url(url), pool_pre_ping=True, pool_size=8, max_overflow=8, pool_timeout=5,
+                         connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
 
 
 _REFERENCE_COLUMNS = (
@@ -66,6 +88,29 @@ class PostgresStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def ping(self) -> bool:
+        """Whether PostgreSQL answers now (a fresh check, within ``CONNECT_TIMEOUT_S``)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return True
+        except DBAPIError:
+            return False
+        except _UNREACHABLE:
+            return False
+
+    def reconnect(self, url: str | None = None) -> None:
+        """Drop every pooled connection (they died with the server); with ``url``, connect
+        there from now on (a restarted embedded cluster may listen on another port)."""
+        old = self.engine
+        if url is not None and url != old.url.render_as_string(hide_password=False):
+            self.engine = make_engine(url)
+        old.dispose()
+
+    def is_superuser(self) -> bool:
+        with self.engine.connect() as conn:
+            return bool(conn.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar())
+
     # -- writes -------------------------------------------------------------------
 
     def _collection_ids_for(self, conn, names: set[str]) -> dict[str, int]:
@@ -79,6 +124,7 @@ class PostgresStore:
             ids.update({name: cid for name, cid in rows})
         return ids
 
+    @reported
     def write(self, items: Sequence[NewReference], model_version: str) -> list[WriteResult]:
         results: list[WriteResult] = []
         with self.engine.begin() as conn:
@@ -93,6 +139,14 @@ class PostgresStore:
                 except IntegrityError as exc:
                     savepoint.rollback()
                     results.append(WriteResult(None, False, error=_conflict_message(item, exc)))
+                except DBAPIError as exc:
+                    if exc.connection_invalidated or isinstance(exc, _UNREACHABLE):
+                        raise
+                    # Refused for this item alone (a value the database will not store): the others go on.
+                    savepoint.rollback()
+                    log.warning("database refused an item of collection %r: %s", item.collection, exc.orig)
+                    results.append(WriteResult(None, False, error="the database refused this item",
+                                               error_kind="refused"))
         self._collection_ids.update(cids)  # only ids of committed rows are cached
         return results
 
@@ -128,6 +182,7 @@ class PostgresStore:
         row = conn.execute(_select_references().where(references.c.id == ref_id)).one()
         return WriteResult(_reference(row, model_version), created, written)
 
+    @reported
     def delete(self, reference_id: int) -> tuple[Reference, list[int]] | None:
         with self.engine.begin() as conn:
             row = conn.execute(_select_references().where(references.c.id == reference_id)
@@ -141,6 +196,7 @@ class PostgresStore:
 
     # -- reads --------------------------------------------------------------------
 
+    @reported
     def find_by_sha256(self, collection: str, digests: Sequence[str], model_version: str) -> dict[str, Reference]:
         if not digests:
             return {}
@@ -154,24 +210,28 @@ class PostgresStore:
         with self.engine.connect() as conn:
             return {row.sha256: _reference(row, model_version) for row in conn.execute(query)}
 
+    @reported
     def get(self, reference_id: int) -> Reference | None:
         with self.engine.connect() as conn:
             row = conn.execute(_select_references().where(references.c.id == reference_id)).one_or_none()
         return None if row is None else _reference(row)
 
+    @reported
     def has_collection(self, name: str) -> bool:
         if name in self._collection_ids:
             return True
         with self.engine.connect() as conn:
             return conn.execute(select(collections.c.id).where(collections.c.name == name)).first() is not None
 
-    def list_references(self, collection: str, after_id: int, limit: int) -> list[Reference]:
+    @reported
+    def list_references(self, collections_: Collection[str] | None, after_id: int, limit: int) -> list[Reference]:
         query = _select_references().where(references.c.id > after_id).order_by(references.c.id).limit(limit)
-        if collection:
-            query = query.where(collections.c.name == collection)
+        if collections_ is not None:
+            query = query.where(collections.c.name.in_(sorted(collections_)))
         with self.engine.connect() as conn:
             return [_reference(row) for row in conn.execute(query)]
 
+    @reported
     def get_by_external_id(self, collection: str, external_id: str) -> Reference | None:
         with self.engine.connect() as conn:
             row = conn.execute(_select_references().where(
@@ -179,7 +239,9 @@ class PostgresStore:
                 references.c.external_id == external_id)).one_or_none()
         return None if row is None else _reference(row)
 
-    def resolve_embeddings(self, embedding_ids: Sequence[int], collection: str = "") -> dict[int, Reference]:
+    @reported
+    def resolve_embeddings(self, embedding_ids: Sequence[int],
+                           collections_: Collection[str] | None = None) -> dict[int, Reference]:
         if not embedding_ids:
             return {}
         query = (
@@ -188,11 +250,12 @@ class PostgresStore:
                          .join(collections, references.c.collection_id == collections.c.id))
             .where(embeddings.c.id.in_([int(i) for i in embedding_ids]))
         )
-        if collection:
-            query = query.where(collections.c.name == collection)
+        if collections_ is not None:
+            query = query.where(collections.c.name.in_(sorted(collections_)))
         with self.engine.connect() as conn:
             return {row.embedding_id: _reference(row, row.model_version) for row in conn.execute(query)}
 
+    @reported
     def iter_embeddings(self, model_version: str, after_id: int = 0,
                         batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         last = after_id
@@ -209,6 +272,16 @@ class PostgresStore:
             yield ids, vectors
             last = int(ids[-1])
 
+    @reported
+    def vectors_of(self, embedding_ids: Sequence[int], model_version: str) -> dict[int, np.ndarray]:
+        if not embedding_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(embeddings.c.id, embeddings.c.vector).where(
+                embeddings.c.id.in_([int(i) for i in embedding_ids]), embeddings.c.model_version == model_version))
+            return {row.id: np.frombuffer(row.vector, dtype="<f4").astype(np.float32) for row in rows}
+
+    @reported
     def checkpoint(self, model_version: str) -> Checkpoint:
         with self.engine.connect() as conn:
             count, max_id, id_sum = conn.execute(
@@ -217,16 +290,20 @@ class PostgresStore:
                 .where(embeddings.c.model_version == model_version)).one()
         return Checkpoint(model_version, int(count), int(max_id), int(id_sum))
 
+    @reported
     def embedding_ids(self, model_version: str) -> np.ndarray:
         with self.engine.connect() as conn:
             ids = conn.execute(select(embeddings.c.id).where(
                 embeddings.c.model_version == model_version)).scalars().all()
         return np.asarray(ids, dtype=np.int64)
 
-    def stats(self) -> dict[str, int]:
+    @reported
+    def stats(self, collections_: Collection[str] | None = None) -> dict[str, int]:
         query = (select(collections.c.name, func.count(references.c.id))
                  .select_from(collections.outerjoin(references, references.c.collection_id == collections.c.id))
                  .group_by(collections.c.name).order_by(collections.c.name))
+        if collections_ is not None:
+            query = query.where(collections.c.name.in_(sorted(collections_)))
         with self.engine.connect() as conn:
             return {name: int(n) for name, n in conn.execute(query)}
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -66,4 +68,18 @@ embeddings = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("reference_id", "model_version", "region", name="uq_embedding_reference_model_region"),
     Index("ix_embeddings_model_version_id", "model_version", "id"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("name", Text, nullable=False, server_default=""),
+    Column("key_sha256", String(64), nullable=False, unique=True),
+    Column("role", Text, nullable=False),
+    Column("collection", Text, nullable=True),
+    Column("rate_limit", Float, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("role IN ('read', 'write', 'admin')", name="ck_api_keys_role"),
 )

@@ -91,6 +91,6 @@ def test_resolve_embeddings_filters_collection_and_deleted(store):
     a, b = store.write([item("a"), item("b", collection="d")], "m1")
     ids = [a.embeddings[0][0], b.embeddings[0][0]]
     assert set(store.resolve_embeddings(ids)) == set(ids)
-    assert set(store.resolve_embeddings(ids, collection="d")) == {ids[1]}
+    assert set(store.resolve_embeddings(ids, ["d"])) == {ids[1]}
     store.delete(a.reference.id)
     assert set(store.resolve_embeddings(ids)) == {ids[1]}

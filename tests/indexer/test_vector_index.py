@@ -1,3 +1,7 @@
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -26,6 +30,10 @@ class FixedStore:
 
     def embedding_ids(self, model_version):
         return self.ids
+
+    def vectors_of(self, embedding_ids, model_version):
+        where = {int(i): row for row, i in enumerate(self.ids)}
+        return {int(i): self.vectors[where[int(i)]] for i in embedding_ids if int(i) in where}
 
 
 @pytest.fixture
@@ -83,6 +91,29 @@ def test_save_load_and_rebuild_when_stale_or_corrupt(tmp_path, index):
     assert ids[0, 0] == 7
     for idx in (fresh, again):
         idx.close()
+
+
+def test_a_forged_index_file_with_a_matching_checkpoint_is_rebuilt(tmp_path, index):
+    """Whoever can write the index file can write its checkpoint beside it: the file is
+    trusted only when a sample of its vectors is what the database holds."""
+    import faiss
+
+    store = FixedStore([1, 2, 3], unit(3, seed=4))
+    path = tmp_path / "index.faiss"
+    index.load_or_rebuild(path, store, "m")
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    forged = faiss.IndexIDMap2(faiss.IndexFlatIP(16))
+    forged.add_with_ids(unit(3, seed=99), np.array([1, 2, 3], np.int64))  # the same ids, other vectors
+    faiss.write_index(forged, str(path))
+    meta = Path(str(path) + ".json")
+    fields = json.loads(meta.read_text())
+    fields["file_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    meta.write_text(json.dumps(fields))
+    loaded = VectorIndex(16, use_gpu="off")
+    assert "is not the store's" in loaded.load_or_rebuild(path, store, "m")
+    _, ids = loaded.search(unit(3, seed=4)[1:2], 1)
+    assert ids[0, 0] == 2
+    loaded.close()
 
 
 def test_sync_picks_up_rows_added_and_removed_elsewhere(index):

@@ -132,7 +132,7 @@ def test_serve_health_query_and_sigterm(image_folder, open_tmp_path):
             server.kill()
     # The embedded cluster was stopped with the server: a fresh start works from disk.
     again = run("db", "current", "--data-dir", str(data_dir))
-    assert "revision 0001" in again.stdout
+    assert "revision 0002 (head 0002)" in again.stdout
 
 
 def test_client_commands_against_a_running_server(grpc_server, reference_images, open_tmp_path, capsys):
