@@ -212,12 +212,12 @@ class OriginIndex:
 
     # -- upkeep ---------------------------------------------------------------------
 
-    def check_database(self) -> bool:
-        """Whether PostgreSQL answers; when it does not, try to bring it back first: an
-        embedded cluster that died is started again (on its port when that is free), and
-        the store reconnects."""
-        if self.store.ping():
-            return True
+    def database_answers(self) -> bool:
+        return self.store.ping()
+
+    def recover_database(self) -> bool:
+        """Try to bring PostgreSQL back: an embedded cluster that died is started again (on its
+        port when that is free), and the store reconnects. Whether it answers now."""
         try:
             if self.embedded is not None:
                 self.store.reconnect(self.embedded.start())

@@ -163,14 +163,15 @@ class OriginServer:
         answers; then SERVING again, after picking up what other processes wrote meanwhile."""
         origin = self.origin
         while not self._stopping.wait(self.settings.db_check_interval_s):
-            up = origin.check_database()
-            if up == self.database_up:
-                continue
+            up = origin.database_answers()
             if not up:
-                self.database_up = False
-                self.metrics.postgres_up.set(0)
-                self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-                log.warning("PostgreSQL is unavailable: NOT_SERVING until it is back")
+                if self.database_up:  # reported first: recovery can take a while
+                    self.database_up = False
+                    self.metrics.postgres_up.set(0)
+                    self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+                    log.warning("PostgreSQL is unavailable: NOT_SERVING until it is back")
+                up = origin.recover_database()
+            if up == self.database_up:
                 continue
             try:
                 origin.sync_index()

@@ -59,6 +59,8 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
 def status_for(exc: BaseException) -> grpc.StatusCode:
     if isinstance(exc, Abandoned):
         return grpc.StatusCode.CANCELLED if exc.cancelled else grpc.StatusCode.DEADLINE_EXCEEDED
+    if isinstance(exc, grpc.RpcError):  # the client's side of a stream broke: it has gone
+        return grpc.StatusCode.CANCELLED
     for kind, code in _CODES:
         if isinstance(exc, kind):
             return code
@@ -120,7 +122,8 @@ class CallGuard:
                 with self._admitted(call, request, compute_bound):
                     return behavior(request, call)
             except BaseException as exc:
-                code = self._abort(call, exc)
+                code = status_for(exc)
+                self._abort(call, exc, code)
             finally:
                 self._end(call, code)
         return handle
@@ -136,7 +139,8 @@ class CallGuard:
                 code = grpc.StatusCode.CANCELLED
                 raise
             except BaseException as exc:
-                code = self._abort(call, exc)
+                code = status_for(exc)
+                self._abort(call, exc, code)
             finally:
                 self._end(call, code)
         return handle
@@ -157,10 +161,10 @@ class CallGuard:
         self.limiter.take(call.principal.key_id, call.principal.rate_limit)
         return _Admitted(self, call, compute_bound)
 
-    def _abort(self, call: GrpcCall, exc: BaseException) -> grpc.StatusCode:
+    def _abort(self, call: GrpcCall, exc: BaseException, code: grpc.StatusCode) -> None:
+        """Answer ``code`` for ``exc`` (raises, as ``context.abort`` does)."""
         if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortedError":
             raise exc  # already a status (the context aborted), or the client's stream broke
-        code = status_for(exc)
         if code == grpc.StatusCode.INTERNAL:
             log.exception("%s failed", call.method)
             message = f"internal error in {call.method}; see the server log (request {call.request_id})"
@@ -171,7 +175,6 @@ class CallGuard:
         elif code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
             self.metrics.rejected.labels(code.name.lower()).inc()
         call.context.abort(code, message)
-        return code  # not reached: abort raises
 
     def _end(self, call: GrpcCall, code: grpc.StatusCode) -> None:
         call.finish()

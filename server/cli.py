@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from origin_id.indexer.config import Settings
 from origin_id.server import formatting, logs
+from origin_id.server.operator import UsageError, cmd_db, cmd_keys
 
 # The embedded PostgreSQL is started with subprocess (fork + exec) while gRPC
 # threads run; gRPC's fork handlers are for forks that keep running Python.
@@ -44,8 +45,6 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 log = logging.getLogger("origin-id")
 
 
-class UsageError(Exception):
-    """A command that cannot run as given (exit status 2)."""
 
 
 # -- talking to a server ------------------------------------------------------------------
@@ -230,54 +229,6 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
-    from origin_id.indexer.origin_index import open_store
-    from origin_id.indexer.store.migrate import current_revision, head_revision
-
-    store, embedded = open_store(settings)  # opening migrates to head
-    try:
-        print(f"database at revision {current_revision(store.engine)} (head {head_revision()})")
-    finally:
-        store.close()
-        if embedded:
-            embedded.stop()
-    return 0
-
-
-def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
-    """API keys, on the database itself (an operator's command: no server is asked)."""
-    from origin_id.indexer.origin_index import open_store
-    from origin_id.indexer.store.keys import ApiKeyStore
-
-    store, embedded = open_store(settings)
-    try:
-        keys = ApiKeyStore(store)
-        if args.action == "create":
-            if (args.collection is None) == (not args.all_collections):
-                raise UsageError("give --collection NAME, or --all-collections for a key of every collection")
-            record, key = keys.create(args.role, args.collection, name=args.name, rate_limit=args.rate_limit)
-            print(key)
-            print(f"key {record.id} ({record.role} on {record.collection or 'every collection'}): shown once, "
-                  f"store it now; clients send it as 'authorization: Bearer KEY' (ORIGIN_ID_API_KEY)",
-                  file=sys.stderr)
-        elif args.action == "list":
-            print(f"{'id':>5}  {'name':<20} {'role':<6} {'collection':<20} {'rate/s':>7}  created              revoked")
-            for k in keys.list():
-                print(f"{k.id:>5}  {k.name[:20]:<20} {k.role:<6} {(k.collection or '*')[:20]:<20} "
-                      f"{k.rate_limit or '-':>7}  {k.created_at:%Y-%m-%d %H:%M:%S}  "
-                      f"{f'{k.revoked_at:%Y-%m-%d %H:%M:%S}' if k.revoked_at else '-'}")
-        else:
-            if args.id is None:
-                raise UsageError("give the id of the key to revoke (origin-id keys list)")
-            record = keys.revoke(args.id)
-            print(f"revoked key {record.id} ({record.role} on {record.collection or 'every collection'})")
-    finally:
-        store.close()
-        if embedded:
-            embedded.stop()
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from origin_id.server.demo import run_demo
 
@@ -372,17 +323,17 @@ def main(argv: list[str] | None = None) -> int:
         status = args.func(args, settings)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
         return status
-    except (UsageError, ValueError, FileNotFoundError) as exc:
-        print(f"origin-id {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except grpc.RpcError as exc:
-        print(f"origin-id {args.command}: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
     except BrokenPipeError:
         # The reader went away (``origin-id list | head``): stop quietly, and keep the
         # interpreter's final flush of stdout from raising again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except (UsageError, ValueError, LookupError, OSError) as exc:
+        print(f"origin-id {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as exc:
+        print(f"origin-id {args.command}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

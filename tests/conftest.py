@@ -1,8 +1,9 @@
 """Shared fixtures: a real PostgreSQL, the real bundled models, real images.
 
 The tests mirror the code: ``tests/<package>/test_<module>.py``. Those of the research
-folders (``tests/training``, ``tests/bench``) are the slow suite (``make test-slow``);
-``make test`` runs the rest.
+folders (``tests/training``, ``tests/bench``), and the fault tests that stop processes
+(``tests/server/test_faults.py``), are the slow suite (``make test-slow``); ``make test``
+runs the rest.
 
 * ``postgres_cluster``: one embedded PostgreSQL for the session (or the server
   named by ``TEST_DATABASE_URL``); ``database_url`` gives each test its own

@@ -130,6 +130,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return any(line.startswith("State:") and "Z" in line.split()[1] for line in status.splitlines())
+
+
 def _port_if_free(port: int) -> int:
     if port <= 0:
         return 0
@@ -257,6 +265,12 @@ class EmbeddedPostgres:
 
     def _running(self) -> bool:
         if not self._port_file.exists() or not (self.cluster / "postmaster.pid").exists():
+            return False
+        try:
+            pid = int((self.cluster / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        if _zombie(pid):  # killed and not yet reaped: pg_ctl would still call it running
             return False
         return self._run("pg_ctl", "status", "-D", str(self.cluster), check=False).returncode == 0
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TypeVar
 
 import numpy as np
+import psycopg
 from sqlalchemy import Engine, and_, create_engine, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
@@ -32,14 +34,26 @@ F = TypeVar("F", bound=Callable)
 
 
 def reported(method: F) -> F:
-    """The method with the driver's connection errors raised as ``DatabaseUnavailable``."""
+    """The method (or generator) with the driver's connection errors raised as ``DatabaseUnavailable``."""
+    def unavailable(exc: Exception) -> DatabaseUnavailable:
+        first = str(getattr(exc, "orig", exc)).strip().splitlines()
+        return DatabaseUnavailable((first[0] if first else type(exc).__name__)[:200])
+
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def generator(*args, **kwargs):
+            try:
+                yield from method(*args, **kwargs)
+            except _UNREACHABLE as exc:
+                raise unavailable(exc) from exc
+        return generator  # type: ignore[return-value]
+
     @functools.wraps(method)
     def wrapped(*args, **kwargs):
         try:
             return method(*args, **kwargs)
         except _UNREACHABLE as exc:
-            first = str(getattr(exc, "orig", exc)).strip().splitlines()
-            raise DatabaseUnavailable((first[0] if first else type(exc).__name__)[:200]) from exc
+            raise unavailable(exc) from exc
     return wrapped  # type: ignore[return-value]
 
 
@@ -89,11 +103,18 @@ class PostgresStore:
         self.engine.dispose()
 
     def ping(self) -> bool:
-        """Whether PostgreSQL answers now (a fresh check, within ``CONNECT_TIMEOUT_S``)."""
+        """Whether PostgreSQL accepts a new connection now (within ``CONNECT_TIMEOUT_S``). Not a
+        pooled one: when the server process dies, backends already connected can answer for a
+        while, and only a new connection tells that the database is gone."""
+        url = self.engine.url
         try:
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
+            with psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
+                                 dbname=url.database, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+                conn.execute("SELECT 1")
             return True
+        except psycopg.Error as exc:
+            log.debug("database ping failed: %s", exc)
+            return False
         except DBAPIError:
             return False
         except _UNREACHABLE:
