@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from origin_id.indexer.config import Settings
 from origin_id.indexer.errors import NotReady, Unavailable
 from origin_id.indexer.origin_index import OriginIndex
+from origin_id.server import memory
 from origin_id.server.admission import Admission, RateLimiter
 from origin_id.server.api.origin.v1 import origin_pb2
 from origin_id.server.auth import Authenticator
@@ -37,6 +39,8 @@ from origin_id.server.metrics import ServiceMetrics
 from origin_id.server.servicer import OriginServicer
 
 log = logging.getLogger(__name__)
+#: How often freed memory is handed back to the system (``server.memory``).
+TRIM_INTERVAL_S = 10.0
 
 
 def is_loopback(host: str) -> bool:
@@ -159,10 +163,16 @@ class OriginServer:
             self.loaded.set()
 
     def _watch_database(self) -> None:
-        """PostgreSQL down: NOT_SERVING and UNAVAILABLE at once, and recovery attempts until it
+        """Every few tenths of a second (and trims the heap every ``TRIM_INTERVAL_S``).
+
+        PostgreSQL down: NOT_SERVING and UNAVAILABLE at once, and recovery attempts until it
         answers; then SERVING again, after picking up what other processes wrote meanwhile."""
         origin = self.origin
+        last_trim = time.monotonic()
         while not self._stopping.wait(self.settings.db_check_interval_s):
+            if time.monotonic() - last_trim >= TRIM_INTERVAL_S:
+                memory.trim()
+                last_trim = time.monotonic()
             up = origin.database_answers()
             if not up:
                 if self.database_up:  # reported first: recovery can take a while

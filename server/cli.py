@@ -83,6 +83,9 @@ def connect(settings: Settings, *, create: bool = False):
 # -- serve -----------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from origin_id.server import memory
+
+    memory.limit_arenas()  # before the server's threads allocate
     from origin_id.server.app import OriginServer
 
     server = OriginServer(settings)

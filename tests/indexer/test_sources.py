@@ -55,3 +55,24 @@ def test_a_path_that_does_not_exist_is_refused_before_anything_is_read(folder):
         scan_sources([folder / "imgs", folder / "missing.png"])
     with pytest.raises(InvalidRequest, match="no such file"):
         list(iter_sources([folder / "missing.png"]))
+
+
+def test_a_manifest_reads_only_inside_its_folder_unless_allowed(folder, tmp_path):
+    secret = tmp_path / "elsewhere" / "secret.png"
+    secret.parent.mkdir()
+    Image.new("RGB", (8, 8)).save(secret)
+    manifests = folder / "manifests"
+    manifests.mkdir()
+    (manifests / "inside.png").write_bytes(secret.read_bytes())
+    (manifests / "link.png").symlink_to(secret)
+    manifest = manifests / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps({"path": p}) for p in
+                                  ["inside.png", str(secret), "../elsewhere/secret.png", "link.png"]))
+    items = list(iter_sources([manifest]))
+    assert items[0].read()[:4] == b"\x89PNG"
+    for item in items[1:]:
+        with pytest.raises(InvalidRequest, match="outside the manifest's folder") as info:
+            item.read()
+        assert "secret" not in str(info.value)  # the refused path's contents are never read or shown
+    allowed = list(iter_sources([manifest], allow_any_path=True))
+    assert all(item.read()[:4] == b"\x89PNG" for item in allowed)
