@@ -95,6 +95,10 @@ class Settings:
     index_sync_interval_s: float = field(default=2.0, metadata={
         "help": "how often the index picks up rows written by other processes"})
     faiss_gpu: str = field(default="auto", metadata={"help": "auto, on or off"})
+    index_memory_mib: float = field(default=1024.0, metadata={
+        "help": "memory the vector index may take; above it, and past 100k vectors, codes are compressed"})
+    change_log_keep_s: float = field(default=86_400.0, metadata={
+        "help": "how long index changes are kept for replicas; a replica saved longer ago rebuilds"})
 
     @property
     def max_message_bytes(self) -> int:

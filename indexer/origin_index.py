@@ -28,6 +28,7 @@ from origin_id.indexer.pipeline import IngestPipeline
 from origin_id.indexer.query_views import query_batch
 from origin_id.indexer.store import Reference
 from origin_id.indexer.store.embedded import EmbeddedPostgres
+from origin_id.indexer.store.feed import IndexFeed
 from origin_id.indexer.store.keys import ApiKeyStore
 from origin_id.indexer.store.migrate import upgrade
 from origin_id.indexer.store.postgres import PostgresStore
@@ -36,6 +37,11 @@ from origin_id.indexer.vector_index import VectorIndex
 from origin_id.models import compute
 
 log = logging.getLogger(__name__)
+#: The most candidates a search fetches while looking past rows deleted since the index heard.
+MAX_FETCH = 4096
+#: How often the index checks whether it is due for a rebuild, and the change log is pruned.
+REBUILD_CHECK_S = 30.0
+PRUNE_EVERY_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,7 @@ class OriginIndex:
         self.pipeline = IngestPipeline(store, self.embedder, index, limits=self.limits,
                                        batch_size=settings.batch_size)
         self.keys = ApiKeyStore(store)
+        self.feed = IndexFeed(store)
         self.load_report = ""
         self._stop = threading.Event()
         self._maintenance: threading.Thread | None = None
@@ -101,14 +108,24 @@ class OriginIndex:
         bundle = bundle or ModelBundle.load(settings)
         store, embedded = open_store(settings)
         index = VectorIndex(bundle.dim, use_gpu=settings.faiss_gpu,
-                            gpu_device=(bundle.device.index or 0) if bundle.device.type == "cuda" else 0)
+                            gpu_device=(bundle.device.index or 0) if bundle.device.type == "cuda" else 0,
+                            memory_budget_mib=settings.index_memory_mib)
         origin = cls(settings, bundle, store, index, embedded)
-        origin.load_report = index.load_or_rebuild(origin.index_path, store, bundle.version)
+        origin.load_report = origin._load_index()
         return origin
+
+    def _load_index(self) -> str:
+        reason = self.index.load(self.index_path, self.feed, self.bundle.version, self.settings.change_log_keep_s)
+        if reason is None:
+            return "loaded"
+        log.warning("building the index from PostgreSQL: %s", reason)
+        self.index.rebuild(self.feed, self.bundle.version)
+        self.index.save(self.index_path)
+        return f"built ({reason})"
 
     @property
     def index_path(self) -> Path:
-        return Path(self.settings.data_dir) / "index" / f"{self.bundle.version}.faiss"
+        return Path(self.settings.data_dir) / "index" / self.bundle.version
 
     @property
     def match_threshold(self) -> float:
@@ -158,22 +175,30 @@ class OriginIndex:
     def search(self, vectors: np.ndarray, top_k: int, collections: Collection[str] | None = None) -> list[Candidate]:
         """Best references for the query's vectors (one per view), re-read from the store.
 
-        Each reference appears once, with its best score over all views and all
-        of its stored vectors."""
-        total = len(self.index)
-        fetch = min(total, top_k * 4)
+        Each reference appears once, with its best score over the views and its stored
+        vectors, scored exactly from the stored vectors (an approximate index finds the
+        candidates; their scores, and so the match decision, do not depend on it).
+        ``collections``: only references of these (None = all), searched among their own
+        vectors at any index size."""
+        allowed = None
+        if collections is not None:
+            allowed = np.array(sorted(self.store.collection_ids(collections).values()), np.int64)
+            if not len(allowed):
+                return []
+        fetch = top_k * 4
         while True:
-            scores, ids = self.index.search(vectors, fetch)
-            live = self.store.resolve_embeddings(sorted({int(i) for i in ids.ravel() if i >= 0}), collections)
+            _, ids = self.index.search(vectors, fetch, allowed)
+            found = {int(i) for i in ids.ravel() if i >= 0}
+            live = self.store.candidates(found)
             best: dict[int, Candidate] = {}
-            for score, eid in zip(scores.ravel().tolist(), ids.ravel().tolist()):
-                ref = live.get(eid)
-                if ref is not None and (ref.id not in best or score > best[ref.id].score):
-                    best[ref.id] = Candidate(ref, float(score))
-            # Collection filters and deleted rows can leave fewer than top_k: widen the search.
-            if len(best) >= top_k or fetch >= total:
+            for ref, stored in live.values():
+                score = float((vectors @ stored).max())
+                if ref.id not in best or score > best[ref.id].score:
+                    best[ref.id] = Candidate(ref, score)
+            # Rows deleted since the index last heard can leave fewer than top_k: look further.
+            if len(best) >= top_k or len(found) < fetch or fetch >= MAX_FETCH:
                 return sorted(best.values(), key=lambda c: -c.score)[:top_k]
-            fetch = min(total, fetch * 4)
+            fetch *= 4
 
     def require_collection(self, collection: str) -> None:
         if not self.store.has_collection(check_collection(collection)):
@@ -229,27 +254,41 @@ class OriginIndex:
         return self.store.ping()
 
     def save_index(self) -> None:
-        # The checkpoint is read before writing: rows added meanwhile make it
-        # mismatch on the next start, which then rebuilds, the safe side.
-        checkpoint = self.store.checkpoint(self.bundle.version)
-        self.index.save(self.index_path, checkpoint)
+        self.index.save(self.index_path)
 
     def sync_index(self) -> tuple[int, int]:
-        return self.index.sync(self.store, self.bundle.version)
+        return self.index.sync(self.feed, self.bundle.version)
+
+    def rebuild_index_if_due(self) -> bool:
+        """A new base in the background when the size calls for another index, or the recent
+        writes have grown past their share (``VectorIndex.needs_rebuild``)."""
+        total = self.store.count_embeddings(self.bundle.version)
+        if not self.index.needs_rebuild(total):
+            return False
+        self.index.rebuild(self.feed, self.bundle.version, total, background=True)
+        self.save_index()
+        return True
 
     def start_maintenance(self) -> None:
         """Background: pick up other processes' writes, checkpoint the index when changed."""
         def loop() -> None:
-            last_save = 0.0
+            last_save = last_check = last_prune = 0.0
             clock = 0.0
             step = max(0.2, self.settings.index_sync_interval_s)
             while not self._stop.wait(step):
                 clock += step
                 try:
                     self.sync_index()
+                    if clock - last_check >= REBUILD_CHECK_S:
+                        last_check = clock
+                        if self.rebuild_index_if_due():
+                            last_save = clock
                     if self.index.dirty and clock - last_save >= self.settings.index_save_interval_s:
                         self.save_index()
                         last_save = clock
+                    if clock - last_prune >= PRUNE_EVERY_S:
+                        last_prune = clock
+                        self.feed.prune(self.settings.change_log_keep_s)
                 except DatabaseUnavailable as exc:  # the server's database watch reports and recovers
                     log.debug("index maintenance skipped: %s", exc)
                 except Exception:  # keep maintaining; the next round retries

@@ -246,7 +246,7 @@ class IngestPipeline:
         ]
         compute.stage("write")
         results = self.store.write(new, self.model_version)
-        add_ids, add_vectors = [], []
+        add_ids, add_vectors, add_collections = [], [], []
         for i, ref_new, result in zip(order, new, results):
             if result.error:
                 outcomes[i].error = Conflict(result.error) if result.error_kind == "conflict" else InvalidRequest(
@@ -256,8 +256,9 @@ class IngestPipeline:
             for embedding_id, region in result.embeddings:
                 add_ids.append(embedding_id)
                 add_vectors.append(ref_new.vectors[region])
+                add_collections.append(result.collection_id)
         if add_ids:
-            self.index.add(np.asarray(add_ids, np.int64), np.stack(add_vectors))
+            self.index.add(np.asarray(add_ids, np.int64), np.stack(add_vectors), np.asarray(add_collections, np.int64))
 
     def _decode(self, data: bytes) -> DecodedImage | ImageError:
         try:

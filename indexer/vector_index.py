@@ -1,50 +1,54 @@
-"""FAISS over the store's vectors: a cache that can always be rebuilt.
+"""FAISS over the store's vectors: a cache that PostgreSQL can always rebuild.
 
-* Exact inner-product search (vectors are L2-normalised, so scores are
-  cosine similarities) keyed by the store's embedding ids.
-* A CPU ``IndexIDMap2(IndexFlatIP)`` is the master copy: it supports
-  ``add_with_ids`` / ``remove_ids`` and is what gets saved. When faiss has
-  GPU support and CUDA is present, searches run on a GPU replica. GPU flat
-  indexes cannot remove vectors, so a deletion marks the replica stale and
-  the next search re-copies it from the master: deletes take effect at once.
-* All searches go through one worker thread that batches concurrent queries:
-  faiss GPU indexes are not thread-safe, and one batched search beats many
-  small ones on either device. The worker hands each batch to the process's
-  compute thread (``origin_id.models.compute``), where the models run too: faiss and
-  torch share an OpenMP runtime that slows down once several threads use it.
-* ``save`` writes the index and a checkpoint (model version, count, max id,
-  id sum, file hash) atomically, readable by the service's user only;
-  ``load_or_rebuild`` trusts the file only if the checkpoint matches the store
-  and a sample of its vectors (``SPOT_CHECK``) is what the store holds for those
-  ids (the checkpoint is beside the file: whoever can forge one can forge the
-  other, not the database), otherwise it rebuilds from PostgreSQL.
+The index is two parts. The *base* is built from one snapshot of the store
+(``IndexFeed.snapshot``, streamed) with the index its size calls for
+(``origin_id.indexer.index_plan``: exact below a size, an IVF trained on a sample above)
+and never changes afterwards. Writes since go to the *delta*, a small exact index, and
+deletions of base vectors to a *deleted* set that searches exclude. So an add or a delete
+costs the same whatever the size, a checkpoint copies only the small parts under the lock
+and writes the base once per build, and a search never waits for either. When the delta
+and deleted set grow past a share of the base, or the size calls for another kind of
+index, ``rebuild`` makes a new base in the background and swaps it in atomically; the
+server answers throughout.
+
+Other processes' writes arrive through the change log (``sync``: the cost follows the
+changes). Searches can be restricted to collections: small ones are scanned exactly (their
+vectors read back from the index), large ones searched with an id selector; never a wider
+global search. A GPU copy of the base serves unfiltered searches where faiss has GPU
+support and CUDA is present. Every search runs on the compute thread
+(``origin_id.models.compute``), where the models run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import queue
 import threading
-from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from origin_id.indexer.store import Checkpoint, ReferenceStore
+from origin_id.indexer import index_plan
+from origin_id.indexer.index_parts import Base, atomic, cat, empty, exact, merge, reconstruct
+from origin_id.indexer.index_plan import IndexPlan
+from origin_id.indexer.store.feed import Changes, IndexFeed, Snapshot
 from origin_id.models import compute
 
 log = logging.getLogger(__name__)
 
-#: Over-fetch factor so that masked (deleted) hits and collection filtering
-#: still leave k results.
-_OVERFETCH = 4
+#: A collection filter with at most this many vectors is scanned exactly.
+SMALL_FILTER = 50_000
+#: The delta and deleted set may grow to this share of the base before a rebuild.
+REBUILD_SHARE = 0.1
+REBUILD_MIN = 20_000
 #: Vectors of a loaded index compared with the store's before it is trusted.
 SPOT_CHECK = 64
+#: Vectors added to a new base per turn on the compute thread while the server answers.
+ADD_PIECE = 1000
 
 
 def gpu_available() -> bool:
@@ -56,40 +60,27 @@ def gpu_available() -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class IndexCheckpoint:
-    model_version: str
-    dim: int
-    count: int
-    max_id: int
-    id_sum: int
-    file_sha256: str
-
-    def matches(self, store: Checkpoint) -> bool:
-        return (self.model_version, self.count, self.max_id, self.id_sum) == (
-            store.model_version, store.count, store.max_id, store.id_sum)
-
-
 class VectorIndex:
-    def __init__(self, dim: int, use_gpu: str = "auto", gpu_device: int = 0):
-        self.dim = dim
-        self._master = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    def __init__(self, dim: int, use_gpu: str = "auto", gpu_device: int = 0, memory_budget_mib: float = 1024):
+        self.dim, self.memory_budget_mib = dim, memory_budget_mib
         self._lock = threading.RLock()
-        self._ids: set[int] = set()
-        # Highest id ever added: ids only grow, so rows past it are new even after deletions.
-        self._max_id = 0
-        self._gpu_res = None
-        self._gpu_index = None
-        self._gpu_stale = False
+        self._base = self._empty_base()
+        self._delta = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._delta_collections: dict[int, int] = {}
+        self._deleted: set[int] = set()
+        self._snapshot = Snapshot(0)
+        self._base_saved = False
         self.dirty = False
+        self._gpu_res = None
+        self._gpu_device = gpu_device
         if use_gpu == "on" or (use_gpu == "auto" and gpu_available()):
             if not gpu_available():
                 raise RuntimeError("faiss GPU index requested but faiss has no GPU support or no CUDA device")
             self._gpu_res = faiss.StandardGpuResources()
-            self._gpu_device = gpu_device
-        self._queue: queue.Queue = queue.Queue()
-        self._worker = threading.Thread(target=self._search_loop, name="faiss-search", daemon=True)
-        self._worker.start()
+
+    def _empty_base(self) -> Base:
+        plan = IndexPlan("exact", "IDMap2,Flat")
+        return Base(index_plan.build(plan, self.dim), plan, np.zeros(0, np.int64), np.zeros(0, np.int64))
 
     # -- description --------------------------------------------------------------
 
@@ -98,246 +89,258 @@ class VectorIndex:
         return self._gpu_res is not None
 
     @property
+    def recall_at_1(self) -> float:
+        return self._base.recall
+
+    @property
     def description(self) -> str:
-        return f"faiss-{'gpu' if self.on_gpu else 'cpu'} IndexIDMap2(FlatIP, d={self.dim})"
+        base = self._base
+        probe = f", nprobe {base.nprobe}" if base.plan.trained else ""
+        return (f"faiss-{'gpu' if self.on_gpu else 'cpu'} {base.plan.factory} (d={self.dim}{probe}) "
+                f"+ {self._delta.ntotal} recent, {len(self._deleted)} deleted")
 
     def __len__(self) -> int:
         with self._lock:
-            return int(self._master.ntotal)
-
-    @property
-    def max_id(self) -> int:
-        return self._max_id
+            return len(self._base.ids) - len(self._deleted) + int(self._delta.ntotal)
 
     def contains(self, embedding_id: int) -> bool:
         with self._lock:
-            return embedding_id in self._ids
+            if embedding_id in self._delta_collections:
+                return True
+            return embedding_id not in self._deleted and bool(self._base.contains(np.array([embedding_id]))[0])
 
-    # -- mutation -----------------------------------------------------------------
+    # -- writes -------------------------------------------------------------------
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        ids = np.asarray(ids, dtype=np.int64)
-        if len(ids) == 0:
+    def add(self, ids: np.ndarray, vectors: np.ndarray, collection_ids: np.ndarray) -> None:
+        ids = np.asarray(ids, np.int64)
+        if not len(ids):
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape != (len(ids), self.dim):
             raise ValueError(f"vectors have shape {vectors.shape}, expected ({len(ids)}, {self.dim})")
         with self._lock:
-            fresh = np.array([i not in self._ids for i in ids.tolist()])
+            fresh = ~self._base.contains(ids) & np.array([i not in self._delta_collections for i in ids.tolist()])
             if not fresh.any():
                 return
-            ids, vectors = ids[fresh], vectors[fresh]
-            self._master.add_with_ids(vectors, ids)
-            self._ids.update(ids.tolist())
-            self._max_id = max(self._max_id, int(ids.max()))
-            if self._gpu_index is not None and not self._gpu_stale:
-                self._gpu_index.add_with_ids(vectors, ids)
+            self._delta.add_with_ids(vectors[fresh], ids[fresh])
+            self._delta_collections.update(zip(ids[fresh].tolist(), np.asarray(collection_ids)[fresh].tolist()))
             self.dirty = True
 
-    def remove(self, ids: list[int] | np.ndarray) -> int:
-        ids = [int(i) for i in ids]
+    def remove(self, ids) -> int:
+        ids = np.asarray(list(ids), np.int64)
         with self._lock:
-            present = [i for i in ids if i in self._ids]
-            if not present:
-                return 0
-            removed = self._master.remove_ids(np.asarray(present, dtype=np.int64))
-            self._ids.difference_update(present)
-            if self._gpu_index is not None:
-                self._gpu_stale = True
-            self.dirty = True
-            return int(removed)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._master.reset()
-            self._ids.clear()
-            self._max_id = 0
-            self._gpu_index = None
-            self.dirty = True
+            in_delta = [i for i in ids.tolist() if i in self._delta_collections]
+            if in_delta:
+                self._delta.remove_ids(np.asarray(in_delta, np.int64))
+                for i in in_delta:
+                    del self._delta_collections[i]
+            in_base = [i for i, hit in zip(ids.tolist(), self._base.contains(ids)) if hit and i not in self._deleted]
+            self._deleted.update(in_base)
+            removed = len(in_delta) + len(in_base)
+            self.dirty = self.dirty or bool(removed)
+            return removed
 
     # -- search -------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) each (n, k'), best first; ids of -1 pad when fewer exist."""
-        future: Future = Future()
-        self._queue.put((np.ascontiguousarray(queries, dtype=np.float32), k, future))
-        return future.result()
+    def search(self, queries: np.ndarray, k: int,
+               collection_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) each (n, k), best first, -1 ids padding; ``collection_ids``: only
+        vectors of these collections (None = all)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        return compute.run(self._search, queries, k, collection_ids)
 
-    def _search_loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < 256:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                batch.append(item)
-            try:
-                k_max = max(k for _, k, _ in batch)
-                queries = np.concatenate([q for q, _, _ in batch])
-                # On the compute thread, where the models run: faiss and torch share one OpenMP
-                # runtime, and a second thread starting parallel work slows both (origin_id.models.compute).
-                scores, ids = compute.run(self._search_now, queries, k_max)
-                row = 0
-                for q, k, future in batch:
-                    n = len(q)
-                    future.set_result((scores[row:row + n, :k], ids[row:row + n, :k]))
-                    row += n
-            except Exception as exc:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-
-    def _search_now(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, queries: np.ndarray, k: int, collection_ids: np.ndarray | None):
         with self._lock:
-            n = int(self._master.ntotal)
-            if n == 0 or k <= 0:
-                return (np.full((len(queries), k), -np.inf, np.float32),
-                        np.full((len(queries), k), -1, np.int64))
-            if self._gpu_res is not None:
-                self._sync_gpu()
-                index = self._gpu_index
+            base, deleted = self._base, np.fromiter(self._deleted, np.int64, len(self._deleted))
+            delta_ids = np.fromiter(self._delta_collections, np.int64, len(self._delta_collections))
+            delta_colls = np.fromiter(self._delta_collections.values(), np.int64, len(self._delta_collections))
+            delta_order, delta_vectors = self._delta_contents()
+        results = [self._search_delta(queries, k, delta_order, delta_vectors, delta_ids, delta_colls, collection_ids)]
+        if collection_ids is None:
+            results.append(self._search_base(base, queries, k, deleted, None))
+        else:
+            allowed = base.ids[np.isin(base.collections, collection_ids)]
+            allowed = allowed[~np.isin(allowed, deleted)] if len(deleted) else allowed
+            if len(allowed) <= SMALL_FILTER:
+                results.append(exact(queries, allowed, reconstruct(base.index, allowed, self.dim), k))
             else:
-                index = self._master
-            fetch = min(n, k)
-            scores, ids = index.search(queries, fetch)
-        if fetch < k:
-            pad = k - fetch
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+                results.append(self._search_base(base, queries, k, deleted, allowed))
+        return merge(results, k)
+
+    def _search_base(self, base: Base, queries, k, deleted: np.ndarray, allowed: np.ndarray | None):
+        if not len(base.ids):
+            return empty(len(queries), k)
+        if allowed is None and base.gpu is not None:  # GPU indexes take no selector: drop deleted after
+            scores, ids = base.gpu.search(queries, min(len(base.ids), k + len(deleted)))
+            if len(deleted):
+                scores = np.where(np.isin(ids, deleted), -np.inf, scores)
+            return scores, ids
+        selector = None
+        if allowed is not None:
+            selector = faiss.IDSelectorBatch(allowed)
+        elif len(deleted):
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(deleted))
+        scores, ids = base.index.search(queries, min(len(base.ids), k), params=base.params(selector))
         return scores, ids
 
-    def _sync_gpu(self) -> None:
-        if self._gpu_index is None or self._gpu_stale:
-            self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_res, self._gpu_device, self._master)
-            self._gpu_stale = False
+    def _delta_contents(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the delta, in its storage order (call under the lock)."""
+        if not self._delta.ntotal:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        return faiss.vector_to_array(self._delta.id_map), self._delta.index.reconstruct_n(0, self._delta.ntotal)
 
-    def close(self) -> None:
-        self._queue.put(None)
-        self._worker.join(timeout=5)
+    @staticmethod
+    def _search_delta(queries, k, order, vectors, ids, colls, collection_ids):
+        if not len(order):
+            return empty(len(queries), k)
+        if collection_ids is not None:
+            where = dict(zip(ids.tolist(), colls.tolist()))
+            keep = np.array([where.get(i) in set(collection_ids.tolist()) for i in order.tolist()], bool)
+            order, vectors = order[keep], vectors[keep]
+        return exact(queries, order, vectors, k)
+
+    # -- builds and the change log --------------------------------------------------
+
+    def rebuild(self, feed: IndexFeed, model_version: str, total: int | None = None, background: bool = False) -> None:
+        """A new base from a snapshot of the store, swapped in when ready. ``background``: the
+        server is answering meanwhile, so the work goes to the compute thread in small pieces
+        (a query waits for one piece at most)."""
+        started = time.monotonic()
+        total = feed.store.count_embeddings(model_version) if total is None else total
+        plan = index_plan.plan_for(total, self.dim, self.memory_budget_mib)
+        index = index_plan.build(plan, self.dim)
+        if plan.trained:
+            sample = feed.store.sample_vectors(model_version, index_plan.training_size(plan))
+            compute.run(index.train, sample)
+        ids, colls, exact = [], [], None
+        with feed.snapshot(model_version) as (snapshot, chunks):
+            for chunk in chunks:
+                if exact is None and len(chunk.ids):
+                    exact = index_plan.ExactTop1(index_plan.near_duplicates(chunk.vectors[:index_plan.RECALL_QUERIES]))
+                step = ADD_PIECE if background else len(chunk.ids)
+                for start in range(0, len(chunk.ids), max(step, 1)):
+                    compute.run(index.add_with_ids, chunk.vectors[start:start + step], chunk.ids[start:start + step])
+                if plan.trained and exact is not None:
+                    exact.update(chunk.ids, chunk.vectors)
+                ids.append(chunk.ids)
+                colls.append(chunk.collection_ids)
+        nprobe, recall = index_plan.tune_nprobe(index, plan, exact) if exact is not None else (0, 1.0)
+        base = Base(index, plan, cat(ids), cat(colls), nprobe, recall)
+        if self._gpu_res is not None and len(base.ids):
+            base.gpu = faiss.index_cpu_to_gpu(self._gpu_res, self._gpu_device, index)
+        with self._lock:
+            self._base, self._snapshot = base, snapshot
+            self._delta.reset()
+            self._delta_collections.clear()
+            self._deleted.clear()
+            self._base_saved, self.dirty = False, True
+        self.sync(feed, model_version)  # what was written while the base was being built
+        log.info("index built: %s, %d vectors, recall@1 %.3f, in %.1f s", plan.factory, len(base.ids), recall,
+                 time.monotonic() - started)
+
+    def needs_rebuild(self, total: int) -> bool:
+        with self._lock:
+            base = self._base
+            pending = int(self._delta.ntotal) + len(self._deleted)
+        if index_plan.plan_for(total, self.dim, self.memory_budget_mib).factory != base.plan.factory:
+            return True
+        return pending > max(REBUILD_MIN, REBUILD_SHARE * len(base.ids))
+
+    def sync(self, feed: IndexFeed, model_version: str) -> tuple[int, int]:
+        """Apply the changes other processes (and this one) committed since the last read."""
+        with self._lock:
+            since = self._snapshot
+        changes: Changes = feed.changes(model_version, since)
+        vectors = dict(zip(changes.added.ids.tolist(), range(len(changes.added.ids))))
+        added = removed = 0
+        for _, embedding_id, op in changes.rows:
+            if op == "a" and embedding_id in vectors:
+                row = vectors[embedding_id]
+                before = len(self)
+                self.add(changes.added.ids[row:row + 1], changes.added.vectors[row:row + 1],
+                         changes.added.collection_ids[row:row + 1])
+                added += len(self) - before
+            elif op == "d":
+                removed += self.remove([embedding_id])
+        with self._lock:
+            self._snapshot = changes.snapshot
+        return added, removed
 
     # -- persistence ----------------------------------------------------------------
 
-    def save(self, path: Path, checkpoint: Checkpoint) -> IndexCheckpoint:
-        """Write index + checkpoint atomically; ``checkpoint`` is the store's at this moment."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)
-        tmp = path.with_name(path.name + ".tmp")
+    def save(self, folder: Path) -> None:
+        """The base (once per build) and the small parts, each written to a temporary file and
+        renamed; the lock is held only to copy the small parts."""
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
         with self._lock:
-            faiss.write_index(self._master, str(tmp))
+            base, base_saved = self._base, self._base_saved
+            order, delta_vectors = self._delta_contents()
+            state = {"delta_ids": order, "delta_vectors": delta_vectors,
+                     "delta_collections": np.array([self._delta_collections[int(i)] for i in order], np.int64),
+                     "deleted": np.fromiter(self._deleted, np.int64, len(self._deleted)),
+                     "applied": np.fromiter(self._snapshot.applied, np.int64, len(self._snapshot.applied))}
+            meta = {"xmin": self._snapshot.xmin, "plan": asdict(base.plan), "nprobe": base.nprobe,
+                    "recall": base.recall, "dim": self.dim, "saved_at": time.time()}
             self.dirty = False
-        os.chmod(tmp, 0o600)
-        digest = _sha256_file(tmp)
-        meta = IndexCheckpoint(checkpoint.model_version, self.dim, checkpoint.count,
-                               checkpoint.max_id, checkpoint.id_sum, digest)
-        meta_tmp = _meta_path(path).with_name(_meta_path(path).name + ".tmp")
-        meta_tmp.write_text(json.dumps(asdict(meta), indent=2))
-        os.chmod(meta_tmp, 0o600)
-        os.replace(tmp, path)
-        os.replace(meta_tmp, _meta_path(path))
-        return meta
-
-    def load_or_rebuild(self, path: Path, store: ReferenceStore, model_version: str) -> str:
-        """Load ``path`` if it matches the store, else rebuild. Returns what happened."""
-        expected = store.checkpoint(model_version)
-        reason = self._try_load(path, expected)
-        if reason is None:
-            reason = self._spot_check(store, model_version)
-        if reason is None:
-            log.info("index loaded from %s (%d vectors)", path, len(self))
-            return "loaded"
-        log.warning("rebuilding index from PostgreSQL: %s", reason)
-        self.rebuild(store, model_version)
-        self.save(path, store.checkpoint(model_version))
-        return f"rebuilt ({reason})"
-
-    def _try_load(self, path: Path, expected: Checkpoint) -> str | None:
-        meta_path = _meta_path(path)
-        if not path.exists() or not meta_path.exists():
-            return "no index file"
-        try:
-            meta = IndexCheckpoint(**json.loads(meta_path.read_text()))
-        except (ValueError, TypeError) as exc:
-            return f"unreadable checkpoint ({exc})"
-        if meta.dim != self.dim:
-            return f"dimension {meta.dim} != {self.dim}"
-        if not meta.matches(expected):
-            return f"checkpoint {meta} does not match the store {expected}"
-        if _sha256_file(path) != meta.file_sha256:
-            return "index file is corrupt (hash mismatch)"
-        try:
-            index = faiss.read_index(str(path))
-        except RuntimeError as exc:
-            return f"index file unreadable ({exc})"
-        if not isinstance(index, faiss.IndexIDMap2):
-            return f"index file holds a {type(index).__name__}, not an IndexIDMap2"
-        if index.ntotal != expected.count or index.d != self.dim:
-            return "index file content does not match its checkpoint"
-        ids = faiss.vector_to_array(index.id_map)
-        with self._lock:
-            self._master = index
-            self._ids = set(ids.tolist())
-            self._max_id = int(ids.max()) if len(ids) else 0
-            self._gpu_index = None
-            self.dirty = False
-        return None
-
-    def _spot_check(self, store: ReferenceStore, model_version: str) -> str | None:
-        """None when a sample of the loaded vectors is what the store holds, else why not."""
-        with self._lock:
-            ids = np.fromiter(self._ids, np.int64, len(self._ids))
-        if not len(ids):
-            return None
-        sample = np.random.default_rng().choice(ids, min(SPOT_CHECK, len(ids)), replace=False)
-        stored = store.vectors_of(sample.tolist(), model_version)
-        with self._lock:
-            for embedding_id in sample.tolist():
-                vector = stored.get(embedding_id)
-                if vector is None or not np.array_equal(vector, self._master.reconstruct(embedding_id)):
-                    self.reset()
-                    return f"index file vector {embedding_id} is not the store's"
-        return None
-
-    def rebuild(self, store: ReferenceStore, model_version: str) -> None:
-        with self._lock:
-            self.reset()
-            for ids, vectors in store.iter_embeddings(model_version):
-                self.add(ids, vectors)
-
-    def sync(self, store: ReferenceStore, model_version: str) -> tuple[int, int]:
-        """Pick up rows other processes wrote or deleted. Returns (added, removed)."""
-        added = 0
-        for ids, vectors in store.iter_embeddings(model_version, after_id=self.max_id):
-            self.add(ids, vectors)
-            added += len(ids)
-        removed = 0
-        if store.checkpoint(model_version).count != len(self):
-            live = set(store.embedding_ids(model_version).tolist())
+        if not base_saved:
+            atomic(folder / "base.faiss", lambda f: f.write(faiss.serialize_index(base.index).tobytes()))
+            atomic(folder / "base-ids.npz", lambda f: np.savez(f, ids=base.ids, collections=base.collections))
             with self._lock:
-                gone = [i for i in self._ids if i not in live]
-            removed = self.remove(gone)
-            missing_below = live - self._ids
-            if missing_below:  # rows committed out of id order by concurrent writers
-                for ids, vectors in store.iter_embeddings(model_version):
-                    keep = np.isin(ids, list(missing_below))
-                    self.add(ids[keep], vectors[keep])
-                added += len(missing_below)
-        return added, removed
+                self._base_saved = self._base is base
+        atomic(folder / "state.npz", lambda f: np.savez(f, **state))
+        atomic(folder / "state.json", lambda f: f.write(json.dumps(meta).encode()))
 
+    def load(self, folder: Path, feed: IndexFeed, model_version: str, max_age_s: float) -> str | None:
+        """Load a saved index, check a sample of it against the store and catch up from the
+        change log; None when loaded, else why it must be rebuilt."""
+        try:
+            meta = json.loads((folder / "state.json").read_text())
+            if meta["dim"] != self.dim:
+                return f"dimension {meta['dim']} != {self.dim}"
+            if time.time() - meta["saved_at"] > max_age_s:
+                return "saved longer ago than the change log keeps"
+            index = faiss.read_index(str(folder / "base.faiss"))
+            with np.load(folder / "base-ids.npz") as b, np.load(folder / "state.npz") as s:
+                base = Base(index, IndexPlan(**meta["plan"]), b["ids"], b["collections"], meta["nprobe"],
+                             meta["recall"])
+                state = {k: s[k] for k in s.files}
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            return f"no usable saved index ({type(exc).__name__}: {str(exc)[:120]})"
+        if index.ntotal != len(base.ids) or index.d != self.dim:
+            return "the saved index does not match its ids"
+        if self._gpu_res is not None and len(base.ids):
+            base.gpu = faiss.index_cpu_to_gpu(self._gpu_res, self._gpu_device, index)
+        with self._lock:
+            self._base, self._base_saved = base, True
+            self._delta.reset()
+            self._delta_collections.clear()
+            if len(state["delta_ids"]):
+                self._delta.add_with_ids(state["delta_vectors"], state["delta_ids"])
+                self._delta_collections.update(zip(state["delta_ids"].tolist(), state["delta_collections"].tolist()))
+            self._deleted = set(state["deleted"].tolist())
+            self._snapshot = Snapshot(int(meta["xmin"]), set(state["applied"].tolist()))
+        reason = self._spot_check(feed, model_version)
+        if reason is None:
+            self.sync(feed, model_version)
+        return reason
 
-def _meta_path(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
+    def _spot_check(self, feed: IndexFeed, model_version: str) -> str | None:
+        base = self._base
+        live = base.ids[~np.isin(base.ids, np.fromiter(self._deleted, np.int64, len(self._deleted)))]
+        if not len(live):
+            return None
+        sample = np.random.default_rng().choice(live, min(SPOT_CHECK, len(live)), replace=False)
+        stored = feed.store.vectors_of(sample.tolist(), model_version)
+        got = reconstruct(base.index, sample, self.dim)
+        for i, embedding_id in enumerate(sample.tolist()):
+            vector = stored.get(embedding_id)
+            tolerance = 1e-6 if not base.plan.trained else 0.05  # quantized codes are close, not equal
+            if vector is None or np.abs(vector - got[i]).max() > tolerance:
+                return f"saved vector {embedding_id} is not the store's"
+        return None
 
+    def close(self) -> None:
+        with self._lock:
+            self._base.gpu = None
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -99,7 +99,8 @@ REFERENCE_HEADER = f"{'id':>8}  {'collection':<16} {'external_id':<32} {'size':<
 def format_stats(stats) -> str:
     """A ``GetIndexStatsResponse`` as a short report and a table of collections."""
     lines = [f"references       {stats.references:,}",
-             f"indexed vectors  {stats.indexed_vectors:,} ({stats.index_type}, d={stats.dimension})",
+             f"indexed vectors  {stats.indexed_vectors:,} ({stats.index_type})",
+             f"index recall@1   {stats.index_recall_at_1:.3f} (of exact search, near-duplicate queries)",
              f"model            {stats.model_version} on {stats.device}",
              f"match threshold  {stats.match_threshold:.3f}",
              f"inpainting       {'on' if stats.detectors_loaded else 'off'}",

@@ -100,7 +100,7 @@ class OriginServicer:
             dimension=origin.index.dim, index_type=origin.index.description,
             model_version=origin.bundle.version, device=str(origin.bundle.device),
             collections=[pb.CollectionStats(name=n, references=c) for n, c in per_collection.items()],
-            match_threshold=origin.match_threshold,
+            match_threshold=origin.match_threshold, index_recall_at_1=origin.index.recall_at_1,
             detectors_loaded=origin.settings.inpainting and origin.bundle.inpainting is not None)
 
     def _reference(self, request: pb.GetReferenceRequest | pb.DeleteReferenceRequest, call: GrpcCall) -> Reference:

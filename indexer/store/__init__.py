@@ -3,12 +3,13 @@
 ``ReferenceStore`` is the interface the rest of the code uses; ``PostgresStore``
 implements it with SQLAlchemy 2 + psycopg 3 on the schema that the Alembic
 migrations in ``migrations/`` own. The vector index is only a cache of the
-``embeddings`` table and is rebuilt from it whenever it is missing or stale.
+``embeddings`` table, built from it and kept current through its change log
+(``feed.IndexFeed``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -56,16 +57,8 @@ class WriteResult:
     #: database would not store a value of it ("refused").
     error: str = ""
     error_kind: str = "conflict"
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """Summary of the stored vectors of one model version, to validate an index file."""
-
-    model_version: str
-    count: int
-    max_id: int
-    id_sum: int
+    #: The id of the reference's collection (the index files vectors by it).
+    collection_id: int = 0
 
 
 class ReferenceStore(Protocol):
@@ -89,21 +82,17 @@ class ReferenceStore(Protocol):
     def delete(self, reference_id: int) -> tuple[Reference, list[int]] | None:
         """Delete a reference and its vectors; returns it and the embedding ids removed."""
 
-    def resolve_embeddings(self, embedding_ids: Sequence[int],
-                           collections: Collection[str] | None = None) -> dict[int, Reference]:
-        """Current references behind embedding ids (deleted ones, and those outside
-        ``collections`` when given, are absent)."""
+    def candidates(self, embedding_ids: Sequence[int]) -> dict[int, tuple[Reference, np.ndarray]]:
+        """The current references behind embedding ids, each with its stored vector."""
 
-    def iter_embeddings(self, model_version: str, after_id: int = 0,
-                        batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids int64, vectors float32) in id order, for building the index."""
+    def collection_ids(self, names: Collection[str]) -> dict[str, int]: ...
+
+    def count_embeddings(self, model_version: str) -> int: ...
+
+    def sample_vectors(self, model_version: str, n: int) -> np.ndarray: ...
 
     def vectors_of(self, embedding_ids: Sequence[int], model_version: str) -> dict[int, np.ndarray]:
         """The stored vectors (float32) of these embedding ids of this model."""
-
-    def checkpoint(self, model_version: str) -> Checkpoint: ...
-
-    def embedding_ids(self, model_version: str) -> np.ndarray: ...
 
     def stats(self, collections: Collection[str] | None = None) -> dict[str, int]:
         """Reference count per collection (of these collections, None = all)."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TypeVar
 
 import numpy as np
 import psycopg
-from sqlalchemy import Engine, and_, create_engine, delete, func, select
+from sqlalchemy import Engine, and_, create_engine, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -18,7 +18,6 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from origin_id.indexer.errors import DatabaseUnavailable
 from origin_id.indexer.store import (
     DEFAULT_COLLECTION,
-    Checkpoint,
     NewReference,
     Reference,
     WriteResult,
@@ -201,7 +200,7 @@ class PostgresStore:
                     index_elements=["reference_id", "model_version", "region"])
                 .returning(embeddings.c.id, embeddings.c.region), rows))
         row = conn.execute(_select_references().where(references.c.id == ref_id)).one()
-        return WriteResult(_reference(row, model_version), created, written)
+        return WriteResult(_reference(row, model_version), created, written, collection_id=cid)
 
     @reported
     def delete(self, reference_id: int) -> tuple[Reference, list[int]] | None:
@@ -261,37 +260,45 @@ class PostgresStore:
         return None if row is None else _reference(row)
 
     @reported
-    def resolve_embeddings(self, embedding_ids: Sequence[int],
-                           collections_: Collection[str] | None = None) -> dict[int, Reference]:
-        if not embedding_ids:
-            return {}
-        query = (
-            select(embeddings.c.id.label("embedding_id"), embeddings.c.model_version, *_REFERENCE_COLUMNS)
-            .select_from(embeddings.join(references, embeddings.c.reference_id == references.c.id)
-                         .join(collections, references.c.collection_id == collections.c.id))
-            .where(embeddings.c.id.in_([int(i) for i in embedding_ids]))
-        )
-        if collections_ is not None:
-            query = query.where(collections.c.name.in_(sorted(collections_)))
+    def count_embeddings(self, model_version: str) -> int:
         with self.engine.connect() as conn:
-            return {row.embedding_id: _reference(row, row.model_version) for row in conn.execute(query)}
+            return int(conn.execute(select(func.count()).where(embeddings.c.model_version == model_version))
+                       .scalar_one())
 
     @reported
-    def iter_embeddings(self, model_version: str, after_id: int = 0,
-                        batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        last = after_id
-        while True:
-            with self.engine.connect() as conn:
-                rows = conn.execute(
-                    select(embeddings.c.id, embeddings.c.vector)
-                    .where(embeddings.c.model_version == model_version, embeddings.c.id > last)
-                    .order_by(embeddings.c.id).limit(batch)).all()
-            if not rows:
-                return
-            ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
-            vectors = np.stack([np.frombuffer(r.vector, dtype="<f4") for r in rows]).astype(np.float32)
-            yield ids, vectors
-            last = int(ids[-1])
+    def sample_vectors(self, model_version: str, n: int) -> np.ndarray:
+        """About ``n`` vectors drawn at random (table blocks), for training an index."""
+        total = max(1, self.count_embeddings(model_version))
+        percent = min(100.0, 100.0 * 1.5 * n / total)
+        with self.engine.connect() as conn:
+            rows = conn.execute(text(
+                f"SELECT vector FROM embeddings TABLESAMPLE SYSTEM ({percent:.6f}) WHERE model_version = :v LIMIT :n"),
+                {"v": model_version, "n": n}).scalars().all()
+        return np.frombuffer(b"".join(rows), dtype="<f4").reshape(len(rows), -1).astype(np.float32)
+
+    @reported
+    def collection_ids(self, names: Collection[str]) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(collections.c.name, collections.c.id)
+                                     .where(collections.c.name.in_(sorted(names)))).all())
+
+    @reported
+    def candidates(self, embedding_ids: Sequence[int]) -> dict[int, tuple[Reference, np.ndarray]]:
+        """The references behind embedding ids, with the stored vector of each (deleted ones
+        are absent), for scoring candidates exactly."""
+        out: dict[int, tuple[Reference, np.ndarray]] = {}
+        ids = sorted({int(i) for i in embedding_ids})
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 10_000):  # bounded IN lists
+                query = (select(embeddings.c.id.label("embedding_id"), embeddings.c.model_version,
+                                embeddings.c.vector, *_REFERENCE_COLUMNS)
+                         .select_from(embeddings.join(references, embeddings.c.reference_id == references.c.id)
+                                      .join(collections, references.c.collection_id == collections.c.id))
+                         .where(embeddings.c.id.in_(ids[start:start + 10_000])))
+                for row in conn.execute(query):
+                    out[row.embedding_id] = (_reference(row, row.model_version),
+                                             np.frombuffer(row.vector, dtype="<f4").astype(np.float32))
+        return out
 
     @reported
     def vectors_of(self, embedding_ids: Sequence[int], model_version: str) -> dict[int, np.ndarray]:
@@ -301,22 +308,6 @@ class PostgresStore:
             rows = conn.execute(select(embeddings.c.id, embeddings.c.vector).where(
                 embeddings.c.id.in_([int(i) for i in embedding_ids]), embeddings.c.model_version == model_version))
             return {row.id: np.frombuffer(row.vector, dtype="<f4").astype(np.float32) for row in rows}
-
-    @reported
-    def checkpoint(self, model_version: str) -> Checkpoint:
-        with self.engine.connect() as conn:
-            count, max_id, id_sum = conn.execute(
-                select(func.count(), func.coalesce(func.max(embeddings.c.id), 0),
-                       func.coalesce(func.sum(embeddings.c.id), 0))
-                .where(embeddings.c.model_version == model_version)).one()
-        return Checkpoint(model_version, int(count), int(max_id), int(id_sum))
-
-    @reported
-    def embedding_ids(self, model_version: str) -> np.ndarray:
-        with self.engine.connect() as conn:
-            ids = conn.execute(select(embeddings.c.id).where(
-                embeddings.c.model_version == model_version)).scalars().all()
-        return np.asarray(ids, dtype=np.int64)
 
     @reported
     def stats(self, collections_: Collection[str] | None = None) -> dict[str, int]:

@@ -83,3 +83,17 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("role IN ('read', 'write', 'admin')", name="ck_api_keys_role"),
 )
+
+#: Written by a trigger on ``embeddings`` (migration 0003), read by ``PostgresStore.changes_since``.
+index_changes = Table(
+    "index_changes",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("xid", BigInteger, nullable=False),
+    Column("embedding_id", BigInteger, nullable=False),
+    Column("model_version", Text, nullable=False),
+    Column("op", String(1), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("op IN ('a', 'd')", name="ck_index_changes_op"),
+    Index("ix_index_changes_xid", "xid"),
+)

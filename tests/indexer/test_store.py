@@ -49,7 +49,7 @@ def test_new_model_version_adds_vectors_to_existing_reference(store):
     ref = store.write([item("a")], "m1")[0].reference
     r2 = store.write([item("a")], "m2")[0]
     assert not r2.created and r2.reference.id == ref.id and len(r2.embeddings) == 1
-    assert store.checkpoint("m1").count == 1 and store.checkpoint("m2").count == 1
+    assert store.count_embeddings("m1") == 1 and store.count_embeddings("m2") == 1
 
 
 def test_external_id_clash_fails_that_item_only(store):
@@ -57,17 +57,16 @@ def test_external_id_clash_fails_that_item_only(store):
     assert results[0].created and results[2].created
     assert results[1].reference is None and "already names a different image" in results[1].error
     assert store.stats() == {"c": 2}
-    assert store.checkpoint("m1").count == 2  # no vector without its reference
+    assert store.count_embeddings("m1") == 2  # no vector without its reference
 
 
-def test_vectors_round_trip_and_checkpoint(store):
+def test_vectors_round_trip_and_a_sample_is_drawn(store):
     written = store.write([item("a", regions=2, seed=1), item("b", seed=2)], "m1")
-    ids, vectors = next(store.iter_embeddings("m1"))
-    assert len(ids) == 3
-    np.testing.assert_array_equal(vectors[:2], item("a", regions=2, seed=1).vectors)
-    cp = store.checkpoint("m1")
-    assert (cp.count, cp.max_id, cp.id_sum) == (3, int(ids.max()), int(ids.sum()))
-    assert sorted(i for r in written for i, _ in r.embeddings) == sorted(ids.tolist())
+    ids = [i for r in written for i, _ in r.embeddings]
+    stored = store.vectors_of(ids, "m1")
+    np.testing.assert_array_equal(np.stack([stored[i] for i in ids[:2]]), item("a", regions=2, seed=1).vectors)
+    assert store.vectors_of(ids, "m2") == {}
+    assert store.sample_vectors("m1", 10).shape == (3, 8)
 
 
 def test_delete_removes_reference_and_vectors(store):
@@ -75,7 +74,7 @@ def test_delete_removes_reference_and_vectors(store):
     deleted, embedding_ids = store.delete(ref.id)
     assert deleted.id == ref.id and len(embedding_ids) == 2
     assert store.get(ref.id) is None
-    assert store.checkpoint("m1").count == 0
+    assert store.count_embeddings("m1") == 0
     assert store.delete(ref.id) is None
 
 
@@ -87,10 +86,12 @@ def test_lookup_by_external_id_and_sha(store):
     assert store.find_by_sha256("c", [ref.sha256], "another-model") == {}
 
 
-def test_resolve_embeddings_filters_collection_and_deleted(store):
+def test_candidates_are_current_references_with_their_vectors(store):
     a, b = store.write([item("a"), item("b", collection="d")], "m1")
     ids = [a.embeddings[0][0], b.embeddings[0][0]]
-    assert set(store.resolve_embeddings(ids)) == set(ids)
-    assert set(store.resolve_embeddings(ids, ["d"])) == {ids[1]}
+    found = store.candidates(ids)
+    assert set(found) == set(ids) and found[ids[1]][0].collection == "d"
+    np.testing.assert_array_equal(found[ids[0]][1], item("a").vectors[0])
+    assert store.collection_ids(["d", "nowhere"]) == {"d": b.collection_id}
     store.delete(a.reference.id)
-    assert set(store.resolve_embeddings(ids)) == {ids[1]}
+    assert set(store.candidates(ids)) == {ids[1]}

@@ -44,13 +44,13 @@ def test_query_models_and_search_run_on_one_thread(settings, bundle, images, ref
                  bundle.vae.decoder.register_forward_pre_hook(recorder("vae")),
                  analyzer.detector.register_forward_pre_hook(recorder("detector")),
                  analyzer.localizer.register_forward_pre_hook(recorder("localizer"))]
-        search_now = origin.index._search_now
+        search_now = origin.index._search
 
         def recording_search(*args):
             recorder("search")()
             return search_now(*args)
 
-        origin.index._search_now = recording_search
+        origin.index._search = recording_search
         query = encode(apply("overlay", reference_images[2], seed=1))
         saved = analyzer.detector.config.localize_threshold
         try:
@@ -60,7 +60,7 @@ def test_query_models_and_search_run_on_one_thread(settings, bundle, images, ref
                 answers = list(pool.map(lambda _: origin.identify(query, top_k=3), range(2)))
         finally:
             analyzer.detector.config.localize_threshold = saved
-            origin.index._search_now = search_now
+            origin.index._search = search_now
             for hook in hooks:
                 hook.remove()
         assert all(a.candidates and a.inpainting is not None and a.inpainting.localized for a in answers)

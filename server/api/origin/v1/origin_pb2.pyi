@@ -216,7 +216,7 @@ class CollectionStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., references: _Optional[int] = ...) -> None: ...
 
 class GetIndexStatsResponse(_message.Message):
-    __slots__ = ("references", "indexed_vectors", "dimension", "index_type", "model_version", "device", "collections", "match_threshold", "detectors_loaded")
+    __slots__ = ("references", "indexed_vectors", "dimension", "index_type", "model_version", "device", "collections", "match_threshold", "detectors_loaded", "index_recall_at_1")
     REFERENCES_FIELD_NUMBER: _ClassVar[int]
     INDEXED_VECTORS_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +226,7 @@ class GetIndexStatsResponse(_message.Message):
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     MATCH_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DETECTORS_LOADED_FIELD_NUMBER: _ClassVar[int]
+    INDEX_RECALL_AT_1_FIELD_NUMBER: _ClassVar[int]
     references: int
     indexed_vectors: int
     dimension: int
@@ -235,4 +236,5 @@ class GetIndexStatsResponse(_message.Message):
     collections: _containers.RepeatedCompositeFieldContainer[CollectionStats]
     match_threshold: float
     detectors_loaded: bool
-    def __init__(self, references: _Optional[int] = ..., indexed_vectors: _Optional[int] = ..., dimension: _Optional[int] = ..., index_type: _Optional[str] = ..., model_version: _Optional[str] = ..., device: _Optional[str] = ..., collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., match_threshold: _Optional[float] = ..., detectors_loaded: _Optional[bool] = ...) -> None: ...
+    index_recall_at_1: float
+    def __init__(self, references: _Optional[int] = ..., indexed_vectors: _Optional[int] = ..., dimension: _Optional[int] = ..., index_type: _Optional[str] = ..., model_version: _Optional[str] = ..., device: _Optional[str] = ..., collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., match_threshold: _Optional[float] = ..., detectors_loaded: _Optional[bool] = ..., index_recall_at_1: _Optional[float] = ...) -> None: ...

@@ -1,0 +1,77 @@
+"""The pieces ``VectorIndex`` is made of: an immutable built base, exact scans, merging
+results, and files written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from origin_id.indexer.index_plan import IndexPlan
+
+
+class Base:
+    """An immutable built index, its ids (sorted) and their collections."""
+
+    def __init__(self, index: faiss.Index, plan: IndexPlan, ids: np.ndarray, collections: np.ndarray,
+                 nprobe: int = 0, recall: float = 1.0):
+        order = np.argsort(ids)
+        self.index, self.plan, self.nprobe, self.recall = index, plan, nprobe, recall
+        self.ids, self.collections = ids[order], collections[order]
+        self.gpu: faiss.Index | None = None
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        at = np.searchsorted(self.ids, ids)
+        return (at < len(self.ids)) & (self.ids[np.minimum(at, len(self.ids) - 1)] == ids) if len(self.ids) \
+            else np.zeros(len(ids), bool)
+
+    def params(self, selector: faiss.IDSelector | None):
+        if self.plan.trained:
+            return faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe)
+        return faiss.SearchParameters(sel=selector) if selector is not None else None
+
+
+def cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def empty(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
+
+
+def reconstruct(index: faiss.Index, ids: np.ndarray, dim: int) -> np.ndarray:
+    if not len(ids):
+        return np.zeros((0, dim), np.float32)
+    return np.stack([index.reconstruct(int(i)) for i in ids])
+
+
+def exact(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if not len(ids):
+        return empty(len(queries), k)
+    scores = queries @ vectors.T
+    top = np.argsort(-scores, axis=1)[:, :k]
+    return np.take_along_axis(scores, top, 1), ids[top]
+
+
+def merge(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.concatenate([s for s, _ in parts], 1)
+    ids = np.concatenate([i for _, i in parts], 1)
+    scores = np.where(ids < 0, -np.inf, scores)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    scores, ids = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
+    if scores.shape[1] < k:
+        pad = k - scores.shape[1]
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+    return scores, np.where(np.isfinite(scores), ids, -1)
+
+
+def atomic(path: Path, write) -> None:
+    """``write(file)`` into a temporary file beside ``path`` (0600), then renamed over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        os.chmod(tmp, 0o600)
+        write(f)
+    os.replace(tmp, path)

@@ -1,0 +1,120 @@
+"""What the vector index reads from PostgreSQL: a consistent snapshot to build from, and
+the changes since, from the change log that triggers keep (migration 0003).
+
+The two meet at a transaction watermark. A build reads every vector of one snapshot (a
+REPEATABLE READ transaction, streamed through a server-side cursor: bounded memory at
+any table size) and records that snapshot's ``xmin``: every transaction with an older id
+had finished, so its rows were in the build. Each later read (``changes``) takes the
+change rows of transactions not finished at the previous read (``xid >= xmin``), skips
+those already applied, and moves the watermark to its own snapshot's ``xmin``. A writer
+that commits late is seen at the next read; the cost follows the changes, not the table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import Connection, select, text
+
+from origin_id.indexer.store.postgres import PostgresStore, reported
+from origin_id.indexer.store.schema import embeddings, index_changes, references
+
+#: Rows fetched from the server-side cursor at a time.
+CHUNK = 20_000
+
+
+@dataclass
+class Chunk:
+    ids: np.ndarray  # int64
+    collection_ids: np.ndarray  # int64
+    vectors: np.ndarray  # float32 (n, dim)
+
+
+@dataclass
+class Snapshot:
+    """Where a build stands in the change log: its watermark and the change rows at or past
+    it that the snapshot already holds (they must not be applied again)."""
+
+    xmin: int
+    applied: set[int] = field(default_factory=set)
+
+
+@dataclass
+class Changes:
+    """Change rows to apply, in order, and where the next read starts."""
+
+    snapshot: Snapshot
+    #: (change id, embedding id, "a" or "d"), in change order.
+    rows: list[tuple[int, int, str]]
+    #: The vectors (and collection ids) of the added embeddings that still exist.
+    added: Chunk
+
+
+def _vectors(blobs: list[bytes], dim: int | None = None) -> np.ndarray:
+    if not blobs:
+        return np.zeros((0, dim or 0), np.float32)
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1).astype(np.float32)
+
+
+def _watermark(conn: Connection) -> int:
+    return int(conn.execute(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")).scalar_one())
+
+
+class IndexFeed:
+    def __init__(self, store: PostgresStore):
+        self.store = store
+
+    @contextlib.contextmanager
+    def snapshot(self, model_version: str) -> Iterator[tuple[Snapshot, Iterator[Chunk]]]:
+        """(the snapshot's place in the change log, its vectors in chunks), in one transaction."""
+        with self.store.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ", stream_results=True,
+                                          yield_per=CHUNK)
+            with conn.begin():
+                xmin = _watermark(conn)
+                applied = set(conn.execute(select(index_changes.c.id).where(
+                    index_changes.c.xid >= xmin, index_changes.c.model_version == model_version)).scalars())
+                yield Snapshot(xmin, applied), self._chunks(conn, model_version)
+
+    @staticmethod
+    def _chunks(conn: Connection, model_version: str) -> Iterator[Chunk]:
+        result = conn.execute(
+            select(embeddings.c.id, references.c.collection_id, embeddings.c.vector)
+            .select_from(embeddings.join(references, embeddings.c.reference_id == references.c.id))
+            .where(embeddings.c.model_version == model_version))
+        for rows in result.partitions(CHUNK):
+            yield Chunk(np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+                        np.fromiter((r[1] for r in rows), np.int64, len(rows)), _vectors([r[2] for r in rows]))
+
+    @reported
+    def changes(self, model_version: str, since: Snapshot) -> Changes:
+        with self.store.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                xmin = _watermark(conn)
+                rows = conn.execute(
+                    select(index_changes.c.id, index_changes.c.xid, index_changes.c.embedding_id,
+                           index_changes.c.op)
+                    .where(index_changes.c.xid >= since.xmin, index_changes.c.model_version == model_version)
+                    .order_by(index_changes.c.id)).all()
+                fresh = [(r.id, r.embedding_id, r.op) for r in rows if r.id not in since.applied]
+                wanted = sorted({eid for _, eid, op in fresh if op == "a"})
+                added = []
+                for start in range(0, len(wanted), 10_000):  # bounded IN lists
+                    added += conn.execute(
+                        select(embeddings.c.id, references.c.collection_id, embeddings.c.vector)
+                        .select_from(embeddings.join(references, embeddings.c.reference_id == references.c.id))
+                        .where(embeddings.c.id.in_(wanted[start:start + 10_000]))).all()
+        chunk = Chunk(np.array([r[0] for r in added], np.int64), np.array([r[1] for r in added], np.int64),
+                      _vectors([r[2] for r in added]))
+        return Changes(Snapshot(xmin, {r.id for r in rows if r.xid >= xmin}), fresh, chunk)
+
+    @reported
+    def prune(self, older_than_s: float) -> int:
+        """Drop change rows older than this (servers further behind rebuild instead)."""
+        with self.store.engine.begin() as conn:
+            return conn.execute(text("DELETE FROM index_changes WHERE created_at < now() - make_interval(secs => :s)"),
+                                {"s": older_than_s}).rowcount
