@@ -229,8 +229,16 @@ def in_process_figures(folder: Path, store: PostgresStore, version: str, vectors
         better = value > best
         best[better], top[better] = value[better], j[better] + s
     exact_top = top + 1  # embedding ids start at 1
-    _, found = index.search(queries, 1)
-    out["recall_at_1"] = float((found[:, 0] == exact_top).mean())
+    _, found = index.search(queries, 5)
+    first = [next((i for i in row if 0 < i <= len(vectors)), -1) for row in found]
+    out["recall_at_1_index_alone"] = float((np.array(first) == exact_top).mean())
+    # As served: the index's 40 candidates scored exactly, the best of them the answer's top-1.
+    _, candidates = index.search(queries, 40)
+    known = (candidates > 0) & (candidates <= len(vectors))  # not the rows the service itself added
+    rescored = np.einsum("qd,qkd->qk", queries, vectors[np.where(known, candidates, 1) - 1])
+    rescored[~known] = -np.inf
+    served_top = candidates[np.arange(len(queries)), rescored.argmax(1)]
+    out["recall_at_1"] = float((served_top == exact_top).mean())
     slowest, stop = [0.0], threading.Event()
 
     def searching() -> None:
@@ -240,14 +248,22 @@ def in_process_figures(folder: Path, store: PostgresStore, version: str, vectors
             slowest[0] = max(slowest[0], time.perf_counter() - start)
     thread = threading.Thread(target=searching, daemon=True)
     thread.start()
+    time.sleep(1.0)
+    out["slowest_search_alone_ms"] = slowest[0] * 1000
     index.add(np.array([10**9]), vectors[:1], np.array([1]))
-    index._base_saved = False  # the heaviest checkpoint: the base written again
+    slowest[0] = 0.0
+    started = time.monotonic()
+    index.save(folder.parent / "checkpoint-bench")  # the usual checkpoint: recent changes
+    out["checkpoint_s"] = time.monotonic() - started
+    out["slowest_search_during_checkpoint_ms"] = slowest[0] * 1000
+    index._base_saved = False  # the checkpoint after a rebuild: the base written too
+    slowest[0] = 0.0
     started = time.monotonic()
     index.save(folder.parent / "checkpoint-bench")
-    out["checkpoint_s"] = time.monotonic() - started
+    out["base_checkpoint_s"] = time.monotonic() - started
+    out["slowest_search_during_base_checkpoint_ms"] = slowest[0] * 1000
     stop.set()
     thread.join()
-    out["slowest_search_during_checkpoint_ms"] = slowest[0] * 1000
     return out
 
 
@@ -273,14 +289,19 @@ def report(rows: list[dict], args) -> None:
               ("warm start", lambda r: f"{r['warm_start_s']:.1f} s"),
               ("server RSS", lambda r: f"{r['rss_mib']:.0f} MiB"),
               ("search alone p50 / p99", lambda r: f"{r['search_p50_ms']:.1f} / {r['search_p99_ms']:.1f} ms"),
-              ("recall@1 vs exact (near-duplicates)", lambda r: f"{r['recall_at_1']:.3f}"),
+              ("recall@1 vs exact, as served (40 candidates scored exactly)", lambda r: f"{r['recall_at_1']:.3f}"),
+              ("recall@1 vs exact, the index alone (k = 1)", lambda r: f"{r['recall_at_1_index_alone']:.3f}"),
               ("full query p50 / p99", lambda r: f"{r['query_p50_ms']:.0f} / {r['query_p99_ms']:.0f} ms"),
               ("query of a one-reference collection", lambda r: f"{r['lone_collection_query_ms']:.0f} ms, "
                                                                  f"{r['lone_collection_answer']}"),
               ("add / delete p50", lambda r: f"{r['add_p50_ms']:.0f} / {r['delete_p50_ms']:.0f} ms"),
               ("another process's 1,000 writes found", lambda r: f"{r['other_process_1000_writes_found_s']:.1f} s"),
-              ("checkpoint (base rewritten); slowest search meanwhile",
-               lambda r: f"{r['checkpoint_s']:.1f} s; {r['slowest_search_during_checkpoint_ms']:.0f} ms")]
+              ("slowest search over 1 s, no checkpoint", lambda r: f"{r['slowest_search_alone_ms']:.0f} ms"),
+              ("checkpoint of recent changes; slowest search meanwhile",
+               lambda r: f"{r['checkpoint_s']:.2f} s; {r['slowest_search_during_checkpoint_ms']:.0f} ms"),
+              ("checkpoint with the base (after a rebuild); slowest search meanwhile",
+               lambda r: f"{r['base_checkpoint_s']:.1f} s; {r['slowest_search_during_base_checkpoint_ms']:.0f} ms"),
+              ("server RSS right after a cold start", lambda r: f"{r['rss_mib_after_cold_start']:.0f} MiB")]
     lines = ["| | " + " | ".join(f"{r['references']:,}" for r in rows) + " |",
              "|---|" + "---:|" * len(rows)]
     lines += [f"| {name} | " + " | ".join(fn(r) for r in rows) + " |" for name, fn in fields]

@@ -64,74 +64,115 @@ def scan_sources(paths: list[Path]) -> SourceScan:
     return scan
 
 
+@dataclass(frozen=True)
+class SourceRow:
+    """One image to ingest, as plain data (a process on another machine can read it):
+    ``location`` is a local path or, from a manifest, a URL that fsspec opens."""
+
+    location: str
+    external_id: str = ""
+    collection: str = DEFAULT_COLLECTION
+    source_uri: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    #: Where it was listed ("manifest.csv:12"), for errors.
+    where: str = ""
+    #: Set when the row cannot be used; reading it raises this.
+    error: str = ""
+
+    def read(self) -> bytes:
+        if self.error:
+            raise InvalidRequest(self.error)
+        return read_location(self.location, self.where)
+
+    def item(self) -> IngestItem:
+        return IngestItem(read=self.read, collection=self.collection, external_id=self.external_id,
+                          source_uri=self.source_uri, labels=dict(self.labels))
+
+
 def iter_sources(paths: list[Path], collection: str = DEFAULT_COLLECTION,
                  allow_any_path: bool = False) -> Iterator[IngestItem]:
+    return (row.item() for row in iter_source_rows(paths, collection, allow_any_path))
+
+
+def iter_source_rows(paths: list[Path], collection: str = DEFAULT_COLLECTION,
+                     allow_any_path: bool = False) -> Iterator[SourceRow]:
     for path in paths:
         if path.is_dir():
             for file in sorted(p for p in path.rglob("*") if _is_image(p) and p.is_file()):
-                yield _file_item(file, file.relative_to(path).as_posix(), collection)
+                yield _file_row(file, file.relative_to(path).as_posix(), collection)
         elif path.suffix.lower() in MANIFEST_SUFFIXES:
             yield from iter_manifest(path, collection, allow_any_path)
         elif path.is_file():
-            yield _file_item(path, path.name, collection)
+            yield _file_row(path, path.name, collection)
         else:
             raise InvalidRequest(f"{path}: no such file or folder")
 
 
 def iter_manifest(manifest: Path, collection: str = DEFAULT_COLLECTION,
-                  allow_any_path: bool = False) -> Iterator[IngestItem]:
+                  allow_any_path: bool = False) -> Iterator[SourceRow]:
     base = manifest.parent
     home = base.resolve()
     for line_no, row in _rows(manifest):
         where = f"{manifest}:{line_no}"
         if isinstance(row, InvalidRequest):
-            yield _failed_item(str(row), collection)
+            yield SourceRow("", collection=collection, where=where, error=str(row))
             continue
         if not row.get("path"):
-            yield _failed_item(f"{where}: row has no 'path'", collection)
+            yield SourceRow("", collection=collection, where=where, error=f"{where}: row has no 'path'")
             continue
-        path = Path(str(row["path"]))
-        path = path if path.is_absolute() else base / path
-        if not allow_any_path and not path.resolve().is_relative_to(home):
-            yield _failed_item(f"{where}: the path leads outside the manifest's folder (allow it with "
-                               f"--allow-any-path)", collection)
-            continue
+        location = str(row["path"])
+        remote = "://" in location and not location.startswith("file://")
+        if remote:
+            if not allow_any_path:
+                yield SourceRow("", collection=collection, where=where, error=(
+                    f"{where}: a URL is read only with --allow-any-path"))
+                continue
+        else:
+            path = Path(location.removeprefix("file://"))
+            path = path if path.is_absolute() else base / path
+            if not allow_any_path and not path.resolve().is_relative_to(home):
+                yield SourceRow("", collection=collection, where=where, error=(
+                    f"{where}: the path leads outside the manifest's folder (allow it with --allow-any-path)"))
+                continue
+            location = str(path)
         labels = row.get("labels") or {}
         if isinstance(labels, str):
             try:
                 labels = json.loads(labels)
             except json.JSONDecodeError as exc:
-                yield _failed_item(f"{where}: labels is not JSON: {exc}", collection, str(path))
+                yield SourceRow("", collection=collection, where=where, error=f"{where}: labels is not JSON: {exc}")
                 continue
         if not isinstance(labels, dict):
-            yield _failed_item(f"{where}: labels must be an object", collection, str(path))
+            yield SourceRow("", collection=collection, where=where, error=f"{where}: labels must be an object")
             continue
         labels = {**labels, **{k[6:]: v for k, v in row.items() if k.startswith("label.") and v}}
-        extra = {"source_uri": str(row["source_uri"])} if row.get("source_uri") else {}
-        yield _file_item(path, str(row.get("external_id") or path.name), str(row.get("collection") or collection),
-                         where=where, labels={str(k): str(v) for k, v in labels.items()}, **extra)
+        name = location.rstrip("/").rsplit("/", 1)[-1]
+        yield SourceRow(location, str(row.get("external_id") or name), str(row.get("collection") or collection),
+                        str(row.get("source_uri") or (location if remote else Path(location).resolve().as_uri())),
+                        {str(k): str(v) for k, v in labels.items()}, where)
+
+
+def read_location(location: str, where: str = "") -> bytes:
+    """The bytes at a local path or (through fsspec, with its protocol's package) a URL."""
+    prefix = f"{where}: " if where else ""
+    try:
+        if "://" in location and not location.startswith("file://"):
+            import fsspec
+
+            with fsspec.open(location, "rb") as f:
+                return f.read()
+        return Path(location.removeprefix("file://")).read_bytes()
+    except (OSError, ValueError, ImportError) as exc:
+        raise InvalidRequest(f"{prefix}cannot read {location[:200]}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
 
 
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _file_item(path: Path, external_id: str, collection: str, where: str = "", **extra) -> IngestItem:
-    extra.setdefault("source_uri", path.resolve().as_uri())
-    return IngestItem(read=lambda: _read(path, where), collection=collection, external_id=external_id, **extra)
-
-
-def _read(path: Path, where: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InvalidRequest(f"{where + ': ' if where else ''}cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _failed_item(message: str, collection: str, source_uri: str = "") -> IngestItem:
-    def read() -> bytes:
-        raise InvalidRequest(message)
-    return IngestItem(read=read, collection=collection, source_uri=source_uri)
+def _file_row(path: Path, external_id: str, collection: str) -> SourceRow:
+    return SourceRow(str(path), external_id, collection, path.resolve().as_uri())
 
 
 def _rows(manifest: Path) -> Iterator[tuple[int, dict | InvalidRequest]]:

@@ -33,7 +33,7 @@ import faiss
 import numpy as np
 
 from origin_id.indexer import index_plan
-from origin_id.indexer.index_parts import Base, atomic, cat, empty, exact, merge, reconstruct
+from origin_id.indexer.index_parts import Base, atomic, atomic_path, cat, empty, exact, merge, reconstruct
 from origin_id.indexer.index_plan import IndexPlan
 from origin_id.indexer.store.feed import Changes, IndexFeed, Snapshot
 from origin_id.models import compute
@@ -150,12 +150,9 @@ class VectorIndex:
         return compute.run(self._search, queries, k, collection_ids)
 
     def _search(self, queries: np.ndarray, k: int, collection_ids: np.ndarray | None):
-        with self._lock:
+        with self._lock:  # the delta changes with every write: searched under the lock (it is small)
             base, deleted = self._base, np.fromiter(self._deleted, np.int64, len(self._deleted))
-            delta_ids = np.fromiter(self._delta_collections, np.int64, len(self._delta_collections))
-            delta_colls = np.fromiter(self._delta_collections.values(), np.int64, len(self._delta_collections))
-            delta_order, delta_vectors = self._delta_contents()
-        results = [self._search_delta(queries, k, delta_order, delta_vectors, delta_ids, delta_colls, collection_ids)]
+            results = [self._search_delta(queries, k, collection_ids)]
         if collection_ids is None:
             results.append(self._search_base(base, queries, k, deleted, None))
         else:
@@ -177,9 +174,9 @@ class VectorIndex:
             return scores, ids
         selector = None
         if allowed is not None:
-            selector = faiss.IDSelectorBatch(allowed)
+            selector = base.selector(allowed, keep=True)
         elif len(deleted):
-            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(deleted))
+            selector = base.selector(deleted, keep=False)
         scores, ids = base.index.search(queries, min(len(base.ids), k), params=base.params(selector))
         return scores, ids
 
@@ -189,15 +186,18 @@ class VectorIndex:
             return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
         return faiss.vector_to_array(self._delta.id_map), self._delta.index.reconstruct_n(0, self._delta.ntotal)
 
-    @staticmethod
-    def _search_delta(queries, k, order, vectors, ids, colls, collection_ids):
-        if not len(order):
+    def _search_delta(self, queries: np.ndarray, k: int, collection_ids: np.ndarray | None):
+        """The delta's best (call under the lock)."""
+        if not self._delta.ntotal:
             return empty(len(queries), k)
+        params = None
         if collection_ids is not None:
-            where = dict(zip(ids.tolist(), colls.tolist()))
-            keep = np.array([where.get(i) in set(collection_ids.tolist()) for i in order.tolist()], bool)
-            order, vectors = order[keep], vectors[keep]
-        return exact(queries, order, vectors, k)
+            wanted = set(collection_ids.tolist())
+            ids = [i for i, c in self._delta_collections.items() if c in wanted]
+            if not ids:
+                return empty(len(queries), k)
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(ids, np.int64)))
+        return self._delta.search(queries, min(k, int(self._delta.ntotal)), params=params)
 
     # -- builds and the change log --------------------------------------------------
 
@@ -284,8 +284,9 @@ class VectorIndex:
                     "recall": base.recall, "dim": self.dim, "saved_at": time.time()}
             self.dirty = False
         if not base_saved:
-            atomic(folder / "base.faiss", lambda f: f.write(faiss.serialize_index(base.index).tobytes()))
-            atomic(folder / "base-ids.npz", lambda f: np.savez(f, ids=base.ids, collections=base.collections))
+            atomic_path(folder / "base.faiss", lambda path: faiss.write_index(base.index, str(path)))
+            atomic(folder / "base-ids.npz",
+                   lambda f: np.savez(f, ids=base.added_ids, collections=base.added_collections))
             with self._lock:
                 self._base_saved = self._base is base
         atomic(folder / "state.npz", lambda f: np.savez(f, **state))

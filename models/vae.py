@@ -87,15 +87,24 @@ def preprocess_arrays(images: Sequence[Image.Image]) -> np.ndarray:
 
     The arithmetic is NumPy's (bit-identical to torch's here), not torch's: a torch op
     on a request thread would start an OpenMP team there (see ``origin_id.models.compute``)."""
+    return scale_view(view_pixels(images))
+
+
+def view_pixels(images: Sequence[Image.Image]) -> np.ndarray:
+    """The 256 x 256 views as 8-bit pixels (N, 256, 256, 3): what a process that decodes
+    hands to one that embeds (``scale_view`` of them is exactly ``preprocess_arrays``)."""
     # reducing_gap: a downscale of 6x or more first averages integer blocks, then resamples
     # (much faster on large photos, a mean change well under one gray level); smaller ones, and
     # so every image up to 1,535 px, are resized exactly as without it.
-    arrays = [
+    return np.stack([
         np.asarray((im if im.mode == "RGB" else im.convert("RGB")).resize(
-            (INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC, reducing_gap=3.0), dtype=np.float32)
-        for im in images
-    ]
-    return np.stack(arrays) / np.float32(127.5) - np.float32(1.0)
+            (INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC, reducing_gap=3.0), dtype=np.uint8)
+        for im in images])
+
+
+def scale_view(pixels: np.ndarray) -> np.ndarray:
+    """8-bit views -> the VAE's input range [-1, 1], float32."""
+    return pixels.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
 def to_tensor(arrays: np.ndarray) -> torch.Tensor:

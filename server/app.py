@@ -152,6 +152,7 @@ class OriginServer:
             self.metrics.postgres_up.set(1)
             self.origin = origin
             self.servicer.origin = origin
+            memory.trim()  # what building the index took and let go
             self._set_health(health_pb2.HealthCheckResponse.SERVING)
             log.info("SERVING on port %d (model %s, %s)", self.port, origin.bundle.version,
                      origin.index.description)

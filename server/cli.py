@@ -121,6 +121,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         scan = scan_sources(paths)
     except InvalidRequest as exc:
         raise UsageError(str(exc)) from None
+    if args.ray is not None:
+        return _ingest_on_ray(args, settings, paths, scan)
     counts = {"new": 0, "present": 0, "failed": 0}
     bar = tqdm(total=scan.items, desc="ingest", unit="img", dynamic_ncols=True)
 
@@ -159,6 +161,37 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         shown = ", ".join(str(p) for p in scan.skipped[:10])
         more = f" and {len(scan.skipped) - 10} more" if len(scan.skipped) > 10 else ""
         print(f"skipped {len(scan.skipped)} files that are not images: {shown}{more}")
+    return 1 if counts["failed"] else 0
+
+
+def _ingest_on_ray(args: argparse.Namespace, settings: Settings, paths: list[Path], scan) -> int:
+    """The same stages on Ray Data, writing to the database itself (a serving index picks the
+    rows up through the change log)."""
+    from origin_id.indexer.model_bundle import ModelBundle
+    from origin_id.indexer.origin_index import open_store
+    from origin_id.indexer.ray_ingest import run_on_ray
+    from origin_id.indexer.sources import iter_source_rows
+
+    if settings.server:
+        raise UsageError("--ray writes to the database itself: give --data-dir or DATABASE_URL, not --server")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise UsageError("--ray needs Ray Data: pip install 'origin-id[ray]'") from None
+    store, embedded = open_store(settings)
+    try:
+        url = embedded.url if embedded else settings.database_url
+        version = ModelBundle.load(dataclasses.replace(settings, inpainting=False)).version
+        rows = iter_source_rows(paths, collection=args.collection, allow_any_path=args.allow_any_path)
+        summary = run_on_ray(settings, url, version, rows, scan.items, address="" if args.ray == "local" else args.ray,
+                             workers=args.workers, report=Path(args.report))
+    finally:
+        store.close()
+        if embedded:
+            embedded.stop()
+    counts = summary.counts
+    print(f"ingested {sum(counts.values())} images: {counts['new']} new, {counts['present']} already present, "
+          f"{counts['failed']} failed" + (f" (listed in {args.report})" if counts["failed"] else ""))
     return 1 if counts["failed"] else 0
 
 
@@ -274,7 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.add_argument("--collection", default="default", help="collection of files and rows that name none")
     p.add_argument("--allow-any-path", action="store_true",
-                   help="let manifest rows name files outside the manifest's folder")
+                   help="let manifest rows name files outside the manifest's folder, or URLs (fsspec)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run on Ray Data: a cluster's address, or none for a local Ray started for the job")
+    p.add_argument("--workers", type=int, default=0, help="--ray: embedding workers (0 = one per CPU or GPU)")
+    p.add_argument("--report", default="ingest-errors.jsonl", help="--ray: where failed items are listed")
 
     p = _command(sub, "query", cmd_query, "where did this image come from?")
     p.add_argument("image")

@@ -1,0 +1,88 @@
+"""Bulk ingestion on a local Ray: the same rows and vectors as the single-process pipeline,
+per-item errors in a report, and a killed job run again without duplicates or losses. Ray
+takes a while to start, so these run in the slow suite."""
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from origin_id.indexer.embedder import Embedder
+from origin_id.indexer.store.postgres import PostgresStore
+from origin_id.indexer.store.schema import embeddings, references
+from origin_id.server.cli import main
+from tests.server.test_cli import ENV, cli
+from training.data import procedural_image
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("ray")
+
+
+def counts(url):
+    store = PostgresStore.from_url(url)
+    with store.engine.connect() as conn:
+        refs = conn.execute(select(func.count()).select_from(references)).scalar_one()
+        distinct = conn.execute(select(func.count(func.distinct(references.c.sha256)))).scalar_one()
+        vectors = conn.execute(select(func.count()).select_from(embeddings)).scalar_one()
+    return store, refs, distinct, vectors
+
+
+def test_ray_ingest_writes_what_the_service_would_and_reports_failures(database_url, bundle, open_tmp_path, capsys):
+    folder = open_tmp_path / "imgs"
+    folder.mkdir()
+    images = [procedural_image(80_000 + i, size=256) for i in range(12)]
+    for i, im in enumerate(images):
+        im.save(folder / f"s{i:02d}.png")
+    manifest = open_tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"path": "imgs/s00.png", "external_id": "again"}) + "\n"
+                        + json.dumps({"path": "imgs/missing.png"}) + "\n")
+    report = open_tmp_path / "errors.jsonl"
+    where = ["--database-url", database_url, "--ray", "--workers", "2", "--report", str(report)]
+    assert main(["ingest", str(folder), str(manifest), *where]) == 1  # one row failed
+    assert "ingested 14 images: 12 new, 1 already present, 1 failed" in capsys.readouterr().out
+    failed = [json.loads(line) for line in report.read_text().splitlines()]
+    assert len(failed) == 1 and "missing.png" in failed[0]["error"] and failed[0]["where"].endswith("m.jsonl:2")
+    store, refs, distinct, vectors = counts(database_url)
+    assert (refs, distinct, vectors) == (12, 12, 12)
+    # The vectors are the service's: the same model on the same 256 px view.
+    stored = store.candidates([1])[1]
+    expected = Embedder(bundle).embed([images[0]])[0]
+    np.testing.assert_allclose(stored[1], expected, atol=1e-5)
+    store.close()
+    assert main(["ingest", str(folder), *where]) == 0
+    assert "12 already present" in capsys.readouterr().out
+
+
+def test_a_killed_ray_ingest_run_again_loses_nothing_and_duplicates_nothing(database_url, open_tmp_path):
+    folder = open_tmp_path / "many"
+    folder.mkdir()
+    for i in range(64):
+        procedural_image(90_000 + i, size=256).save(folder / f"m{i:02d}.png")
+    command = cli("ingest", str(folder), "--database-url", database_url, "--ray", "--workers", "2",
+                  "--report", str(open_tmp_path / "r.jsonl"))
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    seen, deadline = "", time.monotonic() + 300
+    while time.monotonic() < deadline:
+        chunk = proc.stderr.read(200)
+        seen += chunk
+        done = [int(n) for n in re.findall(r"(\d+)/64", seen)]
+        if (done and max(done) >= 16) or not chunk:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # The driver's local Ray outlives a SIGKILL: stop it, as a job scheduler would.
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True, timeout=120)
+    _, partial, _, _ = counts(database_url)
+    assert 0 < partial < 64, seen[-500:]
+    again = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{64 - partial} new, {partial} already present" in again.stdout
+    store, refs, distinct, vectors = counts(database_url)
+    store.close()
+    assert (refs, distinct, vectors) == (64, 64, 64)
