@@ -157,26 +157,34 @@ def run_on_ray(settings: Settings, database_url: str, model_version: str, rows: 
     import ray
     from tqdm import tqdm
 
-    if not ray.is_initialized():
+    # A Ray started here is stopped here: a driver left attached to a cluster that someone
+    # later stops is killed with it (Ray ends drivers whose raylet dies).
+    started_here = not ray.is_initialized()
+    if started_here:
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
                  **({} if address else {"num_cpus": os.cpu_count()}))
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = int(ray.cluster_resources().get("GPU", 0))
     workers = workers or max(1, gpus or cpus)
     threads = max(1, cpus // workers) if not gpus else 1
+    prepare_actors = max(1, min(workers, cpus))
+    # The embedding actors take what the light decode and write actors (0.25 CPU each) leave,
+    # so that every actor of the plan can be placed at once (otherwise Ray waits forever).
+    embed_cpus = max(0.1, (cpus - 0.25 * (prepare_actors + 1)) / workers) if not gpus else 1
     items = [{**asdict(r), "labels": json.dumps(r.labels)} for r in rows]
     limits = {"max_pixels": settings.max_pixels, "max_side": settings.max_side,
               "max_whole_pixels": settings.max_whole_pixels}
     model_settings = {k: getattr(settings, k) for k in ("vae", "transform", "device") if getattr(settings, k)}
-    ds = ray.data.from_items(items)
+    # One block per batch: a single block would reach one actor only, and commit at the end.
+    ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // BATCH)))
     ds = ds.map_batches(Prepare, fn_constructor_kwargs={"database_url": database_url, "model_version": model_version,
                                                         "limits": limits},
-                        batch_size=BATCH, concurrency=max(1, min(workers, cpus)), num_cpus=0.25, batch_format="numpy")
+                        batch_size=BATCH, concurrency=prepare_actors, num_cpus=0.25, batch_format="numpy")
     ds = ds.map_batches(Embed, fn_constructor_kwargs={"settings": model_settings, "threads": threads},
-                        batch_size=BATCH, concurrency=workers, num_cpus=threads, num_gpus=1 if gpus else 0,
+                        batch_size=BATCH, concurrency=workers, num_cpus=embed_cpus, num_gpus=1 if gpus else 0,
                         batch_format="numpy")
     ds = ds.map_batches(Write, fn_constructor_kwargs={"database_url": database_url, "model_version": model_version},
-                        batch_size=BATCH * 4, concurrency=1, num_cpus=0.25, batch_format="numpy")
+                        batch_size=BATCH, concurrency=1, num_cpus=0.25, batch_format="numpy")
     summary = RaySummary(report=report)
     out = open(report, "w") if report else None  # noqa: SIM115 (closed below)
     try:
@@ -194,4 +202,6 @@ def run_on_ray(settings: Settings, database_url: str, model_version: str, rows: 
     finally:
         if out is not None:
             out.close()
+        if started_here:
+            ray.shutdown()
     return summary

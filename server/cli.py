@@ -184,7 +184,7 @@ def _ingest_on_ray(args: argparse.Namespace, settings: Settings, paths: list[Pat
         version = ModelBundle.load(dataclasses.replace(settings, inpainting=False)).version
         rows = iter_source_rows(paths, collection=args.collection, allow_any_path=args.allow_any_path)
         summary = run_on_ray(settings, url, version, rows, scan.items, address="" if args.ray == "local" else args.ray,
-                             workers=args.workers, report=Path(args.report))
+                             workers=args.ray_workers, report=Path(args.report))
     finally:
         store.close()
         if embedded:
@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let manifest rows name files outside the manifest's folder, or URLs (fsspec)")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="run on Ray Data: a cluster's address, or none for a local Ray started for the job")
-    p.add_argument("--workers", type=int, default=0, help="--ray: embedding workers (0 = one per CPU or GPU)")
+    p.add_argument("--workers", dest="ray_workers", type=int, default=0,
+                   help="--ray: embedding workers (0 = one per CPU or GPU)")
     p.add_argument("--report", default="ingest-errors.jsonl", help="--ray: where failed items are listed")
 
     p = _command(sub, "query", cmd_query, "where did this image come from?")

@@ -10,7 +10,8 @@ from typing import TypeVar
 
 import numpy as np
 import psycopg
-from sqlalchemy import Engine, and_, create_engine, delete, func, select, text
+from sqlalchemy import BigInteger, Engine, and_, any_, bindparam, create_engine, delete, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -22,12 +23,17 @@ from origin_id.indexer.store import (
     Reference,
     WriteResult,
 )
+from origin_id.indexer.store.bulk_write import write_copied
 from origin_id.indexer.store.schema import collections, embeddings, references
 
 log = logging.getLogger(__name__)
 #: Seconds a new connection may take: a database that is down is reported in about this long.
 CONNECT_TIMEOUT_S = 2
-_UNREACHABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+_UNREACHABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout,
+                psycopg.OperationalError, psycopg.InterfaceError)
+#: Batches of at least this many items are written with COPY (one round trip per table);
+#: smaller ones, and any batch the database refuses a value of, go item by item.
+COPY_MIN_ITEMS = 2
 
 F = TypeVar("F", bound=Callable)
 
@@ -146,6 +152,31 @@ class PostgresStore:
 
     @reported
     def write(self, items: Sequence[NewReference], model_version: str) -> list[WriteResult]:
+        if len(items) >= COPY_MIN_ITEMS:
+            try:
+                return self._write_copied(items, model_version)
+            except (DBAPIError, psycopg.Error) as exc:
+                if isinstance(exc, _UNREACHABLE) or getattr(exc, "connection_invalidated", False):
+                    raise
+                # One value the database will not store fails the whole COPY: find it item by item.
+                first = str(getattr(exc, "orig", exc)).strip().splitlines()
+                log.info("bulk write refused (%s); writing the batch item by item", first[0] if first else exc)
+        return self._write_each(items, model_version)
+
+    def _write_copied(self, items: Sequence[NewReference], model_version: str) -> list[WriteResult]:
+        with self.engine.begin() as conn:
+            cids = self._collection_ids_for(conn, {i.collection or DEFAULT_COLLECTION for i in items})
+            outcomes = write_copied(conn, items, cids, model_version)
+            ids = sorted({o.reference_id for o in outcomes if o.reference_id is not None})
+            rows = {row.id: row for row in conn.execute(_select_references().where(
+                references.c.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))))}
+        self._collection_ids.update(cids)
+        return [WriteResult(None, False, error=_external_id_taken(item)) if o.reference_id is None else
+                WriteResult(_reference(rows[o.reference_id], model_version), o.created, o.embeddings,
+                            collection_id=cids[item.collection or DEFAULT_COLLECTION])
+                for item, o in zip(items, outcomes, strict=True)]
+
+    def _write_each(self, items: Sequence[NewReference], model_version: str) -> list[WriteResult]:
         results: list[WriteResult] = []
         with self.engine.begin() as conn:
             cids = self._collection_ids_for(conn, {i.collection or DEFAULT_COLLECTION for i in items})
@@ -320,10 +351,14 @@ class PostgresStore:
             return {name: int(n) for name, n in conn.execute(query)}
 
 
+def _external_id_taken(item: NewReference) -> str:
+    return (f"external_id {item.external_id!r} already names a different image in collection "
+            f"{item.collection or DEFAULT_COLLECTION!r}")
+
+
 def _conflict_message(item: NewReference, exc: IntegrityError) -> str:
     text = str(exc.orig)
     if "uq_reference_collection_external_id" in text:
-        return (f"external_id {item.external_id!r} already names a different image in collection "
-                f"{item.collection or DEFAULT_COLLECTION!r}")
+        return _external_id_taken(item)
     log.warning("integrity error writing %s: %s", item.sha256, text)
     return f"conflicting write: {text.splitlines()[0]}"

@@ -60,6 +60,36 @@ def test_external_id_clash_fails_that_item_only(store):
     assert store.count_embeddings("m1") == 2  # no vector without its reference
 
 
+def test_a_copied_batch_answers_as_item_by_item_writes_do(store):
+    """Batches go through COPY; each item's outcome is what the item-by-item path gives:
+    repeats inside the batch, images already stored, an external id taken, several regions."""
+    def batch(collection):
+        store.write([item("old", collection, external_id="taken")], "m1")
+        return [item("n1", collection, regions=2, seed=3), item("n1", collection, seed=3),
+                item("old", collection, external_id="other"), item("n2", collection, external_id="taken"),
+                item("n3", collection, external_id="e3"), item("n4", collection, external_id="e3")]
+
+    def outcome(results):
+        return [(r.created, r.error.rsplit(" in collection", 1)[0], [region for _, region in r.embeddings],
+                 r.reference and (r.reference.sha256, r.reference.external_id)) for r in results]
+
+    copied = store.write(batch("by-copy"), "m1")
+    each = store._write_each(batch("each"), "m1")
+    assert outcome(copied) == outcome(each)
+    assert [r.created for r in copied] == [True, False, False, False, True, False]
+    assert "already names a different image" in copied[3].error and copied[1].reference.id == copied[0].reference.id
+    ids = [i for i, _ in copied[0].embeddings]
+    np.testing.assert_array_equal(np.stack(list(store.vectors_of(ids, "m1").values())), batch("x")[0].vectors)
+
+
+def test_a_value_the_database_refuses_fails_that_item_only(store):
+    bad = item("bad")
+    bad.labels["k"] = "nul\x00byte"  # PostgreSQL text cannot hold NUL: the COPY is refused
+    results = store.write([item("a"), bad, item("b")], "m1")
+    assert [r.created for r in results] == [True, False, True]
+    assert results[1].error_kind == "refused" and store.stats() == {"c": 2}
+
+
 def test_vectors_round_trip_and_a_sample_is_drawn(store):
     written = store.write([item("a", regions=2, seed=1), item("b", seed=2)], "m1")
     ids = [i for r in written for i, _ in r.embeddings]

@@ -216,3 +216,20 @@ def test_output_into_a_closed_pipe_ends_quietly(client, grpc_server, images):
                           stderr=subprocess.PIPE, text=True, env=ENV, timeout=60)
     os.close(write_end)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_no_command_flag_shadows_a_setting():
+    """``Settings.from_args`` reads every argument named like a setting, so a command's own
+    flag must not take a setting's name (``ingest --workers`` once set the gRPC pool to 0)."""
+    import argparse
+    import dataclasses
+
+    from origin_id.indexer.config import Settings
+    from origin_id.server.cli import build_parser
+
+    names = {f.name for f in dataclasses.fields(Settings)}
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command, parser in subparsers.choices.items():
+        for action in parser._actions:
+            if action.dest in names:
+                assert action.default is None, f"{command} --{action.dest} shadows the setting {action.dest}"
