@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 from PIL import Image
+from sqlalchemy import text
 from tqdm import tqdm
 
 from bench.load import free_port, rss_mib
@@ -42,6 +43,7 @@ from origin_id.indexer.config import Settings
 from origin_id.indexer.embedder import Embedder
 from origin_id.indexer.model_bundle import ModelBundle
 from origin_id.indexer.query_views import query_batch
+from origin_id.indexer.store import vector_codec
 from origin_id.indexer.store.embedded import EmbeddedPostgres
 from origin_id.indexer.store.feed import IndexFeed
 from origin_id.indexer.store.migrate import upgrade
@@ -51,6 +53,7 @@ from origin_id.server.client import OriginClient
 from training.data import allowed_photos, photo_tiles, procedural_image
 from training.edits import apply
 
+MIB = 2**20
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(".data/bench/scale")
 
@@ -118,7 +121,7 @@ def write_references(url: str, vectors: np.ndarray, model_version: str) -> None:
                                 "FROM STDIN") as copy:
             for i in tqdm(range(len(vectors)), desc="COPY embeddings", unit="row", mininterval=5):
                 copy.write_row((i + 1, i + 1, model_version, 0, vectors.shape[1],
-                                np.ascontiguousarray(vectors[i], "<f4").tobytes()))
+                                vector_codec.encode(vectors[i])))
         for table in ("reference_images", "embeddings"):
             conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {len(vectors)})")
 
@@ -153,6 +156,10 @@ def measure(n: int, refs: np.ndarray, queries: np.ndarray, views: np.ndarray, ar
     vectors = gallery(refs, n)
     write_references(url, vectors, version)
     out: dict = {"references": n}
+    with store.engine.connect() as conn:
+        out["embeddings_table_mib"] = conn.execute(text(
+            "SELECT pg_total_relation_size('embeddings')")).scalar_one() / MIB
+        out["database_mib"] = conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one() / MIB
     served = Served(work / "data", url)
     out["cold_start_s"] = served.start_s
     out["rss_mib_after_cold_start"] = rss_mib(served.proc.pid)
@@ -287,6 +294,8 @@ def report(rows: list[dict], args) -> None:
     fields = [("index", lambda r: r["index_type"].split(" (")[0].removeprefix("faiss-cpu ")),
               ("cold start", lambda r: f"{r['cold_start_s']:.1f} s"),
               ("warm start", lambda r: f"{r['warm_start_s']:.1f} s"),
+              ("PostgreSQL: embeddings table / whole database",
+               lambda r: f"{r['embeddings_table_mib']:.0f} / {r['database_mib']:.0f} MiB"),
               ("server RSS", lambda r: f"{r['rss_mib']:.0f} MiB"),
               ("search alone p50 / p99", lambda r: f"{r['search_p50_ms']:.1f} / {r['search_p99_ms']:.1f} ms"),
               ("recall@1 vs exact, as served (40 candidates scored exactly)", lambda r: f"{r['recall_at_1']:.3f}"),

@@ -8,9 +8,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
-from origin_id.indexer.store import DEFAULT_COLLECTION, NewReference
+from origin_id.indexer.store import DEFAULT_COLLECTION, NewReference, vector_codec
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ def write_copied(conn, items: Sequence[NewReference], collection_ids: dict[str, 
     with cur.copy("COPY incoming_vectors FROM STDIN") as copy:
         for ref_id, pos in first_pos.items():
             for region, vec in enumerate(items[pos].vectors):
-                copy.write_row((ref_id, region, int(vec.shape[0]), np.ascontiguousarray(vec, dtype="<f4").tobytes()))
+                copy.write_row((ref_id, region, int(vec.shape[0]), vector_codec.encode(vec)))
     # DO NOTHING: vectors of this model already stored (a re-add), or written concurrently.
     cur.execute("INSERT INTO embeddings (reference_id, model_version, region, dim, vector) "
                 "SELECT reference_id, %s, region, dim, vector FROM incoming_vectors "

@@ -13,12 +13,13 @@ that commits late is seen at the next read; the cost follows the changes, not th
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, Row, select, text
 
+from origin_id.indexer.store import vector_codec
 from origin_id.indexer.store.postgres import PostgresStore, reported
 from origin_id.indexer.store.schema import embeddings, index_changes, references
 
@@ -53,10 +54,9 @@ class Changes:
     added: Chunk
 
 
-def _vectors(blobs: list[bytes], dim: int | None = None) -> np.ndarray:
-    if not blobs:
-        return np.zeros((0, dim or 0), np.float32)
-    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1).astype(np.float32)
+def _vectors(rows: Sequence[Row]) -> np.ndarray:
+    """The (id, collection id, dim, vector) rows' vectors as float32."""
+    return vector_codec.decode_many([r[3] for r in rows], [r[2] for r in rows])
 
 
 def _watermark(conn: Connection) -> int:
@@ -82,12 +82,12 @@ class IndexFeed:
     @staticmethod
     def _chunks(conn: Connection, model_version: str) -> Iterator[Chunk]:
         result = conn.execute(
-            select(embeddings.c.id, references.c.collection_id, embeddings.c.vector)
+            select(embeddings.c.id, references.c.collection_id, embeddings.c.dim, embeddings.c.vector)
             .select_from(embeddings.join(references, embeddings.c.reference_id == references.c.id))
             .where(embeddings.c.model_version == model_version))
         for rows in result.partitions(CHUNK):
             yield Chunk(np.fromiter((r[0] for r in rows), np.int64, len(rows)),
-                        np.fromiter((r[1] for r in rows), np.int64, len(rows)), _vectors([r[2] for r in rows]))
+                        np.fromiter((r[1] for r in rows), np.int64, len(rows)), _vectors(rows))
 
     @reported
     def changes(self, model_version: str, since: Snapshot) -> Changes:
@@ -105,11 +105,11 @@ class IndexFeed:
                 added = []
                 for start in range(0, len(wanted), 10_000):  # bounded IN lists
                     added += conn.execute(
-                        select(embeddings.c.id, references.c.collection_id, embeddings.c.vector)
+                        select(embeddings.c.id, references.c.collection_id, embeddings.c.dim, embeddings.c.vector)
                         .select_from(embeddings.join(references, embeddings.c.reference_id == references.c.id))
                         .where(embeddings.c.id.in_(wanted[start:start + 10_000]))).all()
         chunk = Chunk(np.array([r[0] for r in added], np.int64), np.array([r[1] for r in added], np.int64),
-                      _vectors([r[2] for r in added]))
+                      _vectors(added))
         return Changes(Snapshot(xmin, {r.id for r in rows if r.xid >= xmin}), fresh, chunk)
 
     @reported

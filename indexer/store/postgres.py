@@ -22,6 +22,7 @@ from origin_id.indexer.store import (
     NewReference,
     Reference,
     WriteResult,
+    vector_codec,
 )
 from origin_id.indexer.store.bulk_write import write_copied
 from origin_id.indexer.store.schema import collections, embeddings, references
@@ -220,7 +221,7 @@ class PostgresStore:
             embeddings.c.reference_id == ref_id, embeddings.c.model_version == model_version)).scalars())
         rows = [
             {"reference_id": ref_id, "model_version": model_version, "region": region,
-             "dim": int(vec.shape[0]), "vector": np.ascontiguousarray(vec, dtype="<f4").tobytes()}
+             "dim": int(vec.shape[0]), "vector": vector_codec.encode(vec)}
             for region, vec in enumerate(item.vectors) if region not in have
         ]
         written: tuple[tuple[int, int], ...] = ()
@@ -303,9 +304,9 @@ class PostgresStore:
         percent = min(100.0, 100.0 * 1.5 * n / total)
         with self.engine.connect() as conn:
             rows = conn.execute(text(
-                f"SELECT vector FROM embeddings TABLESAMPLE SYSTEM ({percent:.6f}) WHERE model_version = :v LIMIT :n"),
-                {"v": model_version, "n": n}).scalars().all()
-        return np.frombuffer(b"".join(rows), dtype="<f4").reshape(len(rows), -1).astype(np.float32)
+                f"SELECT dim, vector FROM embeddings TABLESAMPLE SYSTEM ({percent:.6f}) "
+                "WHERE model_version = :v LIMIT :n"), {"v": model_version, "n": n}).all()
+        return vector_codec.decode_many([r.vector for r in rows], [r.dim for r in rows])
 
     @reported
     def collection_ids(self, names: Collection[str]) -> dict[str, int]:
@@ -322,13 +323,13 @@ class PostgresStore:
         with self.engine.connect() as conn:
             for start in range(0, len(ids), 10_000):  # bounded IN lists
                 query = (select(embeddings.c.id.label("embedding_id"), embeddings.c.model_version,
-                                embeddings.c.vector, *_REFERENCE_COLUMNS)
+                                embeddings.c.dim, embeddings.c.vector, *_REFERENCE_COLUMNS)
                          .select_from(embeddings.join(references, embeddings.c.reference_id == references.c.id)
                                       .join(collections, references.c.collection_id == collections.c.id))
                          .where(embeddings.c.id.in_(ids[start:start + 10_000])))
                 for row in conn.execute(query):
                     out[row.embedding_id] = (_reference(row, row.model_version),
-                                             np.frombuffer(row.vector, dtype="<f4").astype(np.float32))
+                                             vector_codec.decode(row.vector, row.dim))
         return out
 
     @reported
@@ -336,9 +337,9 @@ class PostgresStore:
         if not embedding_ids:
             return {}
         with self.engine.connect() as conn:
-            rows = conn.execute(select(embeddings.c.id, embeddings.c.vector).where(
+            rows = conn.execute(select(embeddings.c.id, embeddings.c.dim, embeddings.c.vector).where(
                 embeddings.c.id.in_([int(i) for i in embedding_ids]), embeddings.c.model_version == model_version))
-            return {row.id: np.frombuffer(row.vector, dtype="<f4").astype(np.float32) for row in rows}
+            return {row.id: vector_codec.decode(row.vector, row.dim) for row in rows}
 
     @reported
     def stats(self, collections_: Collection[str] | None = None) -> dict[str, int]:

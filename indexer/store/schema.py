@@ -64,7 +64,7 @@ embeddings = Table(
     # 0 = the whole image; further regions of the same reference are extra vectors.
     Column("region", SmallInteger, nullable=False, server_default="0"),
     Column("dim", Integer, nullable=False),
-    Column("vector", LargeBinary, nullable=False),  # float32, little-endian
+    Column("vector", LargeBinary, nullable=False),  # float16 (older rows float32), little-endian: vector_codec
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("reference_id", "model_version", "region", name="uq_embedding_reference_model_region"),
     Index("ix_embeddings_model_version_id", "model_version", "id"),

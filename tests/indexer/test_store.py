@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 from origin_id.indexer.store import NewReference
+from origin_id.indexer.store.feed import IndexFeed
 from origin_id.indexer.store.migrate import current_revision, head_revision, upgrade
 from origin_id.indexer.store.postgres import PostgresStore
 from origin_id.indexer.store.schema import metadata
@@ -79,7 +81,8 @@ def test_a_copied_batch_answers_as_item_by_item_writes_do(store):
     assert [r.created for r in copied] == [True, False, False, False, True, False]
     assert "already names a different image" in copied[3].error and copied[1].reference.id == copied[0].reference.id
     ids = [i for i, _ in copied[0].embeddings]
-    np.testing.assert_array_equal(np.stack(list(store.vectors_of(ids, "m1").values())), batch("x")[0].vectors)
+    np.testing.assert_array_equal(np.stack(list(store.vectors_of(ids, "m1").values())),
+                                  batch("x")[0].vectors.astype(np.float16))
 
 
 def test_a_value_the_database_refuses_fails_that_item_only(store):
@@ -94,9 +97,30 @@ def test_vectors_round_trip_and_a_sample_is_drawn(store):
     written = store.write([item("a", regions=2, seed=1), item("b", seed=2)], "m1")
     ids = [i for r in written for i, _ in r.embeddings]
     stored = store.vectors_of(ids, "m1")
-    np.testing.assert_array_equal(np.stack([stored[i] for i in ids[:2]]), item("a", regions=2, seed=1).vectors)
+    written_vectors = item("a", regions=2, seed=1).vectors
+    # Stored as float16: each value within float16's rounding, not bit-identical.
+    np.testing.assert_array_equal(np.stack([stored[i] for i in ids[:2]]), written_vectors.astype(np.float16))
+    assert not np.array_equal(np.stack([stored[i] for i in ids[:2]]), written_vectors)
     assert store.vectors_of(ids, "m2") == {}
     assert store.sample_vectors("m1", 10).shape == (3, 8)
+
+
+def test_float32_rows_of_earlier_versions_read_back_exactly_beside_float16_ones(store):
+    old = np.random.default_rng(5).normal(size=8).astype(np.float32)
+    (new,) = store.write([item("n", seed=6)], "m1")
+    (kept,) = store.write([item("o", seed=5)], "m1")
+    old_id = kept.embeddings[0][0]
+    with store.engine.begin() as conn:  # as an earlier version wrote it
+        conn.execute(text("UPDATE embeddings SET vector = :v WHERE id = :id"),
+                     {"v": old.astype("<f4").tobytes(), "id": old_id})
+    np.testing.assert_array_equal(store.vectors_of([old_id], "m1")[old_id], old)
+    np.testing.assert_array_equal(store.candidates([old_id])[old_id][1], old)
+    with IndexFeed(store).snapshot("m1") as (_, chunks):
+        chunk = next(chunks)
+    by_id = dict(zip(chunk.ids.tolist(), chunk.vectors, strict=True))
+    np.testing.assert_array_equal(by_id[old_id], old)
+    np.testing.assert_array_equal(by_id[new.embeddings[0][0]], item("n", seed=6).vectors[0].astype(np.float16))
+    assert store.sample_vectors("m1", 10).shape == (2, 8)
 
 
 def test_delete_removes_reference_and_vectors(store):
@@ -121,7 +145,7 @@ def test_candidates_are_current_references_with_their_vectors(store):
     ids = [a.embeddings[0][0], b.embeddings[0][0]]
     found = store.candidates(ids)
     assert set(found) == set(ids) and found[ids[1]][0].collection == "d"
-    np.testing.assert_array_equal(found[ids[0]][1], item("a").vectors[0])
+    np.testing.assert_array_equal(found[ids[0]][1], item("a").vectors[0].astype(np.float16))
     assert store.collection_ids(["d", "nowhere"]) == {"d": b.collection_id}
     store.delete(a.reference.id)
     assert set(store.candidates(ids)) == {ids[1]}

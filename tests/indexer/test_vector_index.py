@@ -58,7 +58,7 @@ def test_build_search_add_and_remove(store, feed, index):
     index.rebuild(feed, MODEL)
     assert len(index) == 40 and index.recall_at_1 == 1.0 and "IDMap2,Flat" in index.description
     scores, found = index.search(v[3:4], 5)
-    assert found[0, 0] == ids[3] and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    assert found[0, 0] == ids[3] and scores[0, 0] == pytest.approx(1.0, abs=1e-4)  # stored as float16
     extra = unit(2, seed=2)
     index.add(np.array([10_001, 10_002]), extra, np.array([7, 7]))
     assert index.search(extra[1:2], 1)[1][0, 0] == 10_002 and len(index) == 42
