@@ -9,6 +9,7 @@ BUNDLED := indexer/default_model
 
 .PHONY: install demo test test-slow lint proto fetch-data train-vae train-transform train-inpainter \
 	train-detectors promote-vae promote-transform promote-inpainter promote-detectors \
+	calibrate-open-set promote-background bench-heldout \
 	bench-service bench-identify bench-inpainting clean
 
 install: $(VENV)/.installed
@@ -53,10 +54,16 @@ train-transform: fetch-data
 train-inpainter: fetch-data
 	$(BIN)/python -m training.train_inpainter --out $(RUNS)/cnn_inpainter.safetensors
 
+## The background set and open-set match margin (allowed packages no model trains on).
+calibrate-open-set: install
+	$(BIN)/python -m training.calibrate_open_set --out $(RUNS)/background.safetensors
+
 promote-vae:
 	$(BIN)/python -m training.promote vae $(or $(RUN),$(RUNS)/vae)
 promote-transform:
 	$(BIN)/python -m training.promote transform $(or $(RUN),$(RUNS)/transform.safetensors)
+promote-background:
+	$(BIN)/python -m training.promote background $(or $(RUN),$(RUNS)/background.safetensors)
 promote-inpainter:
 	$(BIN)/python -m training.promote inpainter $(or $(RUN),$(RUNS)/cnn_inpainter.safetensors)
 promote-detectors:
@@ -122,7 +129,12 @@ $(DET)/cnn-stage/localizer.safetensors: $(DET)/narrow-localizer/localizer.safete
 bench-service: install
 	$(BIN)/python -m bench.service --references 10000
 
-## Origin identification quality: ID2 (+ query views) against PDQ, per edit family.
+## The benchmark of record: held-out packages, other libraries' edits, over gRPC, beside PDQ.
+bench-heldout: install
+	$(BIN)/python -m bench.heldout_data --out $(DATA)/heldout
+	$(BIN)/python -m bench.heldout --data $(DATA)/heldout
+
+## Diagnostic: the project's own edits on tiles of the allowed photos, ID2 against PDQ.
 bench-identify: fetch-data
 	$(BIN)/python -m bench.identify --gallery 5000 --per-family 60 --no-origin 300
 

@@ -88,7 +88,11 @@ class Settings:
     query_trim: bool = field(default=True, metadata={
         "help": "also search the query with letterbox / canvas / screenshot borders trimmed, when it has some"})
     match_threshold: float = field(default=float("nan"), metadata={
-        "help": "override the model's calibrated match threshold (nan = use the model's)"})
+        "help": "override the model's calibrated match threshold, on the margin over the background score "
+                "when a background set is loaded (nan = use the model's)"})
+    background: str = field(default="", metadata={
+        "help": "background set (.safetensors) for open-set decisions; empty = the model directory's, "
+                "if it has one; none = decide on the raw top-1 score"})
     # Index.
     index_save_interval_s: float = field(default=30.0, metadata={
         "help": "how often a changed index is checkpointed to disk"})

@@ -19,6 +19,7 @@ from diffusers import AutoencoderKL
 
 from origin_id.detectors.analyzer import InpaintingAnalyzer
 from origin_id.indexer.config import Settings
+from origin_id.indexer.open_set import FILE_NAME, BackgroundSet
 from origin_id.indexer.transform import LinearTransform
 from origin_id.models import compute
 from origin_id.models.vae import load_vae, vae_fingerprint
@@ -65,6 +66,8 @@ class ModelBundle:
     lock: threading.Lock
     #: Inpainting detector + localizer on the same VAE; None when turned off or not installed.
     inpainting: InpaintingAnalyzer | None = None
+    #: Open-set normalisation (``origin_id.indexer.open_set``); None = raw-score decisions.
+    background: BackgroundSet | None = None
 
     @property
     def dim(self) -> int:
@@ -72,6 +75,10 @@ class ModelBundle:
 
     @property
     def match_threshold(self) -> float:
+        """What a match's score must reach: the margin over the query's background score
+        when a background set is loaded, else the transform's raw-score threshold."""
+        if self.background is not None:
+            return float(self.background.match_margin)
         return float(self.transform.config.match_threshold)
 
     @classmethod
@@ -119,7 +126,25 @@ class ModelBundle:
             else:
                 log.warning("no inpainting models in %s: verdicts will say available=false", directory)
         return cls(vae=vae, transform=transform.to(device), device=device, version=version, lock=lock,
-                   inpainting=inpainting)
+                   inpainting=inpainting, background=_load_background(settings, version))
+
+
+def _load_background(settings: Settings, version: str) -> BackgroundSet | None:
+    """The background set named by settings, or the model directory's; one made for other
+    weights is refused when named and skipped (with a warning) when found by default."""
+    if settings.background.lower() == "none":
+        return None
+    path = Path(settings.background) if settings.background else settings.model_dir / FILE_NAME
+    if not settings.background and (settings.vae or settings.transform or not path.is_file()):
+        return None  # the bundled set belongs to the bundled weights only
+    background = BackgroundSet.load(path)
+    if background.model_version != version:
+        raise ValueError(f"background set {path} was made for model {background.model_version}, "
+                         f"not the loaded {version}: rebuild it (training.calibrate_open_set) or pass "
+                         "--background none")
+    log.info("background set loaded from %s: %d vectors, k=%d, match margin %.3f", path,
+             len(background.vectors), background.k, background.match_margin)
+    return background
 
 
 def _latent_dim(vae: AutoencoderKL) -> int:

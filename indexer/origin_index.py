@@ -56,6 +56,10 @@ class Identification:
     candidates: list[Candidate]
     match: bool
     match_threshold: float
+    #: What ``match_threshold`` is compared with: the top-1 score less ``background_score``.
+    match_score: float = 0.0
+    #: The query's similarity to its k-th nearest background image (0 without a background set).
+    background_score: float = 0.0
     #: None when no inpainting models are loaded (the answer says available=false).
     inpainting: InpaintingResult | None = None
 
@@ -163,14 +167,17 @@ class OriginIndex:
         compute.stage("search")
         candidates = self.search(vectors, top_k, [collection] if collection else scope)
         threshold = self.match_threshold
-        match = bool(candidates) and candidates[0].score >= threshold
+        background = self.bundle.background.score(vectors) if self.bundle.background is not None else 0.0
+        match_score = candidates[0].score - background if candidates else float("-inf")
+        match = bool(candidates) and match_score >= threshold
         verdict = None
         if self.settings.inpainting and self.bundle.inpainting is not None:
             compute.stage("detectors")
             # The same encoder pass serves both jobs: the detector reuses the query's latent.
             verdict = self.bundle.inpainting.analyze([query.image], latents[:1], inputs=x[:1],
                                                      sizes=[(query.width, query.height)])[0]
-        return Identification(query, candidates, match, threshold, verdict)
+        return Identification(query, candidates, match, threshold, match_score=match_score, inpainting=verdict,
+                              background_score=background)
 
     def search(self, vectors: np.ndarray, top_k: int, collections: Collection[str] | None = None) -> list[Candidate]:
         """Best references for the query's vectors (one per view), re-read from the store.

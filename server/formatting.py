@@ -53,7 +53,8 @@ def dumps(message: Message, drop: tuple[str, ...] = ()) -> str:
 def format_answer(name: str, reply) -> str:
     """An ``IdentifyOriginResponse`` as a table: the decision, the candidates, the verdict."""
     decision = "MATCH" if reply.match else "no match"
-    lines = [f"{name}: {decision} (threshold {reply.match_threshold:.3f})",
+    lines = [f"{name}: {decision} (match score {reply.match_score:.3f}, threshold {reply.match_threshold:.3f}"
+             + (f", background {reply.background_score:.3f})" if reply.background_score else ")"),
              f"  {'rank':>4}  {'score':>6}  {'id':>6}  {'collection':<12} {'external_id':<28} source"]
     for rank, cand in enumerate(reply.candidates, start=1):
         ref = cand.reference

@@ -130,6 +130,7 @@ def identification_to_pb(result: Identification, model_version: str) -> pb.Ident
         candidates=[pb.Candidate(reference=reference_to_pb(c.reference), score=c.score)
                     for c in result.candidates],
         match=result.match, match_threshold=result.match_threshold, model_version=model_version,
+        match_score=result.match_score if result.candidates else 0.0, background_score=result.background_score,
         query_width=result.query.width, query_height=result.query.height,
         inpainting=verdict_to_pb(result.inpainting))
 

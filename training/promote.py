@@ -4,6 +4,7 @@
     python -m training.promote transform  .data/runs/transform.safetensors
     python -m training.promote detectors  .data/runs/detectors/cnn-stage
     python -m training.promote inpainter  .data/runs/cnn_inpainter.safetensors
+    python -m training.promote background .data/runs/background.safetensors
 
 Training scripts write only under their ``--out`` (``.data/runs`` in the Makefile); this
 is the one step that changes ``indexer/default_model/`` (or, for the training-only CNN
@@ -20,6 +21,8 @@ import shutil
 from pathlib import Path
 
 from origin_id.detectors.analyzer import FILES, UNET_LARE_FILE, InpaintingAnalyzer
+from origin_id.indexer.open_set import FILE_NAME as OPEN_SET_FILE
+from origin_id.indexer.open_set import BackgroundSet
 from origin_id.indexer.transform import LinearTransform
 from origin_id.models.vae import load_vae, vae_fingerprint
 from origin_id.models.weights import load_model
@@ -42,7 +45,8 @@ def promote_vae(run: Path) -> None:
     load_vae(run)  # refuses a folder that holds no AutoencoderKL
     for name in VAE_FILES:
         install(run / name, BUNDLED / "vae" / name)
-    print("the transform and the inpainting models are tied to the old VAE: retrain and promote them too")
+    print("the transform, the background set and the inpainting models are tied to the old VAE: "
+          "retrain and promote them too")
 
 
 def promote_transform(run: Path) -> None:
@@ -66,13 +70,26 @@ def promote_detectors(run: Path) -> None:
         (BUNDLED / "inpainting" / other).unlink(missing_ok=True)
 
 
+def promote_background(run: Path) -> None:
+    from origin_id.indexer.config import Settings
+    from origin_id.indexer.model_bundle import ModelBundle
+
+    background = BackgroundSet.load(run)
+    version = ModelBundle.load(Settings.from_env({}, inpainting=False, background="none")).version
+    if background.model_version != version:
+        raise SystemExit(f"{run} was made for model {background.model_version}; the bundled model is {version}")
+    if not background.calibration:
+        raise SystemExit(f"{run} has no calibrated match margin (python -m training.calibrate_open_set)")
+    install(run, BUNDLED / OPEN_SET_FILE)
+
+
 def promote_inpainter(run: Path) -> None:
     load_model(CnnInpainter, CnnInpainterConfig, run, FORMAT)
     install(run, DEFAULT_WEIGHTS)
 
 
 PROMOTERS = {"vae": promote_vae, "transform": promote_transform, "detectors": promote_detectors,
-             "inpainter": promote_inpainter}
+             "inpainter": promote_inpainter, "background": promote_background}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,25 @@ def test_trim_recovers_the_picture_inside_bars_canvas_and_chrome(reference_image
         assert abs(trimmed.height - photo.height) <= tolerance * framed.height, (seed, framed.size, trimmed.size)
 
 
+def test_trim_finds_a_narrow_picture_in_a_post_under_a_title_bar(reference_images):
+    """A post: a thin coloured bar, a header of text, the picture narrower than the frame
+    (its rows are mostly frame), text below, the picture a tenth of the whole."""
+    from PIL import ImageDraw
+
+    photo = _photo(reference_images)
+    for seed, (width, x) in enumerate([(900, 40), (1000, 300), (760, 200)]):
+        frame = Image.new("RGB", (width, 760), (21, 32, 43))
+        draw = ImageDraw.Draw(frame)
+        draw.rectangle((0, 0, width, 7), fill=(90, 90, 200))
+        rng = np.random.default_rng(seed)
+        for y in [*range(30, 150, 22), *range(420, 740, 22)]:
+            draw.text((16, y), " ".join(rng.choice(["news", "photo", "viral", "today"], 6)), fill=(230, 230, 230))
+        frame.paste(photo, (x, 160))
+        trimmed = trim_borders(frame)
+        assert trimmed is not None and abs(trimmed.width - photo.width) <= 0.07 * width, (seed, trimmed)
+        assert abs(trimmed.height - photo.height) <= 0.07 * frame.height, (seed, trimmed.size)
+
+
 def test_nothing_to_trim_on_a_plain_photo(reference_images):
     assert trim_borders(_photo(reference_images)) is None
     assert trim_borders(Image.new("RGB", (8, 8))) is None  # too small to judge

@@ -60,6 +60,9 @@ def test_edited_copies_are_traced_to_their_origin(client, images, reference_imag
     assert top.reference.external_id == "img-4" and top.reference.labels["n"] == "4"
     assert top.reference.source_uri == "https://example.org/4.jpg"
     assert reply.match_threshold > 0 and reply.query_width == reference_images[4].width
+    # The decision is the margin over the background score (the raw score without a set).
+    assert reply.match_score == pytest.approx(top.score - reply.background_score, abs=1e-5)
+    assert (reply.background_score > 0) == (origin.bundle.background is not None)
     verdict = reply.inpainting  # the bundled detectors run on every query
     assert verdict.available and 0.0 <= verdict.probability <= 1.0
     assert verdict.decision_threshold == pytest.approx(origin.bundle.inpainting.threshold)
@@ -77,7 +80,7 @@ def test_unrelated_image_is_no_match(client, images):
 
     reply = client.identify(encode(procedural_image(987_654, size=300)), top_k=3)
     assert not reply.match
-    assert reply.candidates[0].score < reply.match_threshold
+    assert reply.match_score < reply.match_threshold
 
 
 def test_re_adding_is_idempotent(client, images, origin):

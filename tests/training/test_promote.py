@@ -44,3 +44,20 @@ def test_a_transform_of_another_vae_or_uncalibrated_is_refused(bundled, tmp_path
     with pytest.raises(SystemExit, match="no calibrated match threshold"):
         promote.main(["transform", str(tmp_path / "raw.safetensors")])
     assert (bundled / "transform.safetensors").read_bytes() == (SHIPPED / "transform.safetensors").read_bytes()
+
+
+def test_a_background_set_of_other_weights_or_uncalibrated_is_refused(bundled, tmp_path, bundle):
+    import numpy as np
+
+    from origin_id.indexer.open_set import FILE_NAME, BackgroundSet
+
+    vectors = np.random.default_rng(0).normal(size=(16, bundle.dim)).astype(np.float32)
+    BackgroundSet(vectors, "id2-elsewhere", k=4, calibration={"x": 1}).save(tmp_path / "other.safetensors")
+    with pytest.raises(SystemExit, match="made for model id2-elsewhere"):
+        promote.main(["background", str(tmp_path / "other.safetensors")])
+    BackgroundSet(vectors, bundle.version, k=4).save(tmp_path / "raw.safetensors")
+    with pytest.raises(SystemExit, match="no calibrated match margin"):
+        promote.main(["background", str(tmp_path / "raw.safetensors")])
+    BackgroundSet(vectors, bundle.version, k=4, calibration={"x": 1}).save(tmp_path / "ok.safetensors")
+    promote.main(["background", str(tmp_path / "ok.safetensors")])
+    assert (bundled / FILE_NAME).read_bytes() == (tmp_path / "ok.safetensors").read_bytes()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16origin/v1/origin.proto\x12\torigin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x02\n\tReference\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x30\n\x06labels\x18\x08 \x03(\x0b\x32 .origin.v1.Reference.LabelsEntry\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmodel_version\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\tCandidate\x12\'\n\treference\x18\x01 \x01(\x0b\x32\x14.origin.v1.Reference\x12\r\n\x05score\x18\x02 \x01(\x02\"I\n\x15IdentifyOriginRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x12\n\ncollection\x18\x03 \x01(\t\"\xd6\x01\n\x11InpaintingVerdict\x12\x13\n\x0bprobability\x18\x01 \x01(\x02\x12\x11\n\tinpainted\x18\x02 \x01(\x08\x12\x10\n\x08mask_png\x18\x03 \x01(\x0c\x12\x11\n\tavailable\x18\x04 \x01(\x08\x12\x11\n\tlocalized\x18\x05 \x01(\x08\x12\x1a\n\x12mask_area_fraction\x18\x06 \x01(\x02\x12)\n\tmask_bbox\x18\x07 \x01(\x0b\x32\x16.origin.v1.BoundingBox\x12\x1a\n\x12\x64\x65\x63ision_threshold\x18\x08 \x01(\x02\"B\n\x0b\x42oundingBox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"\xde\x01\n\x16IdentifyOriginResponse\x12(\n\ncandidates\x18\x01 \x03(\x0b\x32\x14.origin.v1.Candidate\x12\r\n\x05match\x18\x02 \x01(\x08\x12\x17\n\x0fmatch_threshold\x18\x03 \x01(\x02\x12\x30\n\ninpainting\x18\x04 \x01(\x0b\x32\x1c.origin.v1.InpaintingVerdict\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x13\n\x0bquery_width\x18\x06 \x01(\x05\x12\x14\n\x0cquery_height\x18\x07 \x01(\x05\"\xcc\x01\n\x13\x41\x64\x64ReferenceRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\t\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12:\n\x06labels\x18\x05 \x03(\x0b\x32*.origin.v1.AddReferenceRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x84\x01\n\x14\x41\x64\x64ReferenceResponse\x12\'\n\treference\x18\x01 \x01(\x0b\x32\x14.origin.v1.Reference\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x14.origin.v1.ItemError\x12\r\n\x05index\x18\x04 \x01(\x03\"V\n\x13GetReferenceRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12*\n\x08\x65xternal\x18\x02 \x01(\x0b\x32\x16.origin.v1.ExternalKeyH\x00\x42\x05\n\x03key\"6\n\x0b\x45xternalKey\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\t\"?\n\x14GetReferenceResponse\x12\'\n\treference\x18\x01 \x01(\x0b\x32\x14.origin.v1.Reference\"R\n\x15ListReferencesRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x16ListReferencesResponse\x12(\n\nreferences\x18\x01 \x03(\x0b\x32\x14.origin.v1.Reference\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x16\x44\x65leteReferenceRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12*\n\x08\x65xternal\x18\x02 \x01(\x0b\x32\x16.origin.v1.ExternalKeyH\x00\x42\x05\n\x03key\"B\n\x17\x44\x65leteReferenceResponse\x12\'\n\treference\x18\x01 \x01(\x0b\x32\x14.origin.v1.Reference\"\x16\n\x14GetIndexStatsRequest\"3\n\x0f\x43ollectionStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nreferences\x18\x02 \x01(\x03\"\x91\x02\n\x15GetIndexStatsResponse\x12\x12\n\nreferences\x18\x01 \x01(\x03\x12\x17\n\x0findexed_vectors\x18\x02 \x01(\x03\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12\x12\n\nindex_type\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12/\n\x0b\x63ollections\x18\x07 \x03(\x0b\x32\x1a.origin.v1.CollectionStats\x12\x17\n\x0fmatch_threshold\x18\x08 \x01(\x02\x12\x18\n\x10\x64\x65tectors_loaded\x18\t \x01(\x08\x12\x19\n\x11index_recall_at_1\x18\n \x01(\x02\x32\xe3\x04\n\rOriginService\x12U\n\x0eIdentifyOrigin\x12 .origin.v1.IdentifyOriginRequest\x1a!.origin.v1.IdentifyOriginResponse\x12O\n\x0c\x41\x64\x64Reference\x12\x1e.origin.v1.AddReferenceRequest\x1a\x1f.origin.v1.AddReferenceResponse\x12T\n\rAddReferences\x12\x1e.origin.v1.AddReferenceRequest\x1a\x1f.origin.v1.AddReferenceResponse(\x01\x30\x01\x12O\n\x0cGetReference\x12\x1e.origin.v1.GetReferenceRequest\x1a\x1f.origin.v1.GetReferenceResponse\x12U\n\x0eListReferences\x12 .origin.v1.ListReferencesRequest\x1a!.origin.v1.ListReferencesResponse\x12X\n\x0f\x44\x65leteReference\x12!.origin.v1.DeleteReferenceRequest\x1a\".origin.v1.DeleteReferenceResponse\x12R\n\rGetIndexStats\x12\x1f.origin.v1.GetIndexStatsRequest\x1a .origin.v1.GetIndexStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16origin/v1/origin.proto\x12\torigin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x02\n\tReference\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x30\n\x06labels\x18\x08 \x03(\x0b\x32 .origin.v1.Reference.LabelsEntry\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmodel_version\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\tCandidate\x12\'\n\treference\x18\x01 \x01(\x0b\x32\x14.origin.v1.Reference\x12\r\n\x05score\x18\x02 \x01(\x02\"I\n\x15IdentifyOriginRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x12\n\ncollection\x18\x03 \x01(\t\"\xd6\x01\n\x11InpaintingVerdict\x12\x13\n\x0bprobability\x18\x01 \x01(\x02\x12\x11\n\tinpainted\x18\x02 \x01(\x08\x12\x10\n\x08mask_png\x18\x03 \x01(\x0c\x12\x11\n\tavailable\x18\x04 \x01(\x08\x12\x11\n\tlocalized\x18\x05 \x01(\x08\x12\x1a\n\x12mask_area_fraction\x18\x06 \x01(\x02\x12)\n\tmask_bbox\x18\x07 \x01(\x0b\x32\x16.origin.v1.BoundingBox\x12\x1a\n\x12\x64\x65\x63ision_threshold\x18\x08 \x01(\x02\"B\n\x0b\x42oundingBox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"\x8d\x02\n\x16IdentifyOriginResponse\x12(\n\ncandidates\x18\x01 \x03(\x0b\x32\x14.origin.v1.Candidate\x12\r\n\x05match\x18\x02 \x01(\x08\x12\x17\n\x0fmatch_threshold\x18\x03 \x01(\x02\x12\x30\n\ninpainting\x18\x04 \x01(\x0b\x32\x1c.origin.v1.InpaintingVerdict\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x13\n\x0bquery_width\x18\x06 \x01(\x05\x12\x14\n\x0cquery_height\x18\x07 \x01(\x05\x12\x13\n\x0bmatch_score\x18\x08 \x01(\x02\x12\x18\n\x10\x62\x61\x63kground_score\x18\t \x01(\x02\"\xcc\x01\n\x13\x41\x64\x64ReferenceRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\t\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12:\n\x06labels\x18\x05 \x03(\x0b\x32*.origin.v1.AddReferenceRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x84\x01\n\x14\x41\x64\x64ReferenceResponse\x12\'\n\treference\x18\x01 \x01(\x0b\x32\x14.origin.v1.Reference\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x14.origin.v1.ItemError\x12\r\n\x05index\x18\x04 \x01(\x03\"V\n\x13GetReferenceRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12*\n\x08\x65xternal\x18\x02 \x01(\x0b\x32\x16.origin.v1.ExternalKeyH\x00\x42\x05\n\x03key\"6\n\x0b\x45xternalKey\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\t\"?\n\x14GetReferenceResponse\x12\'\n\treference\x18\x01 \x01(\x0b\x32\x14.origin.v1.Reference\"R\n\x15ListReferencesRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x16ListReferencesResponse\x12(\n\nreferences\x18\x01 \x03(\x0b\x32\x14.origin.v1.Reference\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x16\x44\x65leteReferenceRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12*\n\x08\x65xternal\x18\x02 \x01(\x0b\x32\x16.origin.v1.ExternalKeyH\x00\x42\x05\n\x03key\"B\n\x17\x44\x65leteReferenceResponse\x12\'\n\treference\x18\x01 \x01(\x0b\x32\x14.origin.v1.Reference\"\x16\n\x14GetIndexStatsRequest\"3\n\x0f\x43ollectionStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nreferences\x18\x02 \x01(\x03\"\x91\x02\n\x15GetIndexStatsResponse\x12\x12\n\nreferences\x18\x01 \x01(\x03\x12\x17\n\x0findexed_vectors\x18\x02 \x01(\x03\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12\x12\n\nindex_type\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12/\n\x0b\x63ollections\x18\x07 \x03(\x0b\x32\x1a.origin.v1.CollectionStats\x12\x17\n\x0fmatch_threshold\x18\x08 \x01(\x02\x12\x18\n\x10\x64\x65tectors_loaded\x18\t \x01(\x08\x12\x19\n\x11index_recall_at_1\x18\n \x01(\x02\x32\xe3\x04\n\rOriginService\x12U\n\x0eIdentifyOrigin\x12 .origin.v1.IdentifyOriginRequest\x1a!.origin.v1.IdentifyOriginResponse\x12O\n\x0c\x41\x64\x64Reference\x12\x1e.origin.v1.AddReferenceRequest\x1a\x1f.origin.v1.AddReferenceResponse\x12T\n\rAddReferences\x12\x1e.origin.v1.AddReferenceRequest\x1a\x1f.origin.v1.AddReferenceResponse(\x01\x30\x01\x12O\n\x0cGetReference\x12\x1e.origin.v1.GetReferenceRequest\x1a\x1f.origin.v1.GetReferenceResponse\x12U\n\x0eListReferences\x12 .origin.v1.ListReferencesRequest\x1a!.origin.v1.ListReferencesResponse\x12X\n\x0f\x44\x65leteReference\x12!.origin.v1.DeleteReferenceRequest\x1a\".origin.v1.DeleteReferenceResponse\x12R\n\rGetIndexStats\x12\x1f.origin.v1.GetIndexStatsRequest\x1a .origin.v1.GetIndexStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,35 +49,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BOUNDINGBOX']._serialized_start=733
   _globals['_BOUNDINGBOX']._serialized_end=799
   _globals['_IDENTIFYORIGINRESPONSE']._serialized_start=802
-  _globals['_IDENTIFYORIGINRESPONSE']._serialized_end=1024
-  _globals['_ADDREFERENCEREQUEST']._serialized_start=1027
-  _globals['_ADDREFERENCEREQUEST']._serialized_end=1231
+  _globals['_IDENTIFYORIGINRESPONSE']._serialized_end=1071
+  _globals['_ADDREFERENCEREQUEST']._serialized_start=1074
+  _globals['_ADDREFERENCEREQUEST']._serialized_end=1278
   _globals['_ADDREFERENCEREQUEST_LABELSENTRY']._serialized_start=325
   _globals['_ADDREFERENCEREQUEST_LABELSENTRY']._serialized_end=370
-  _globals['_ITEMERROR']._serialized_start=1233
-  _globals['_ITEMERROR']._serialized_end=1275
-  _globals['_ADDREFERENCERESPONSE']._serialized_start=1278
-  _globals['_ADDREFERENCERESPONSE']._serialized_end=1410
-  _globals['_GETREFERENCEREQUEST']._serialized_start=1412
-  _globals['_GETREFERENCEREQUEST']._serialized_end=1498
-  _globals['_EXTERNALKEY']._serialized_start=1500
-  _globals['_EXTERNALKEY']._serialized_end=1554
-  _globals['_GETREFERENCERESPONSE']._serialized_start=1556
-  _globals['_GETREFERENCERESPONSE']._serialized_end=1619
-  _globals['_LISTREFERENCESREQUEST']._serialized_start=1621
-  _globals['_LISTREFERENCESREQUEST']._serialized_end=1703
-  _globals['_LISTREFERENCESRESPONSE']._serialized_start=1705
-  _globals['_LISTREFERENCESRESPONSE']._serialized_end=1796
-  _globals['_DELETEREFERENCEREQUEST']._serialized_start=1798
-  _globals['_DELETEREFERENCEREQUEST']._serialized_end=1887
-  _globals['_DELETEREFERENCERESPONSE']._serialized_start=1889
-  _globals['_DELETEREFERENCERESPONSE']._serialized_end=1955
-  _globals['_GETINDEXSTATSREQUEST']._serialized_start=1957
-  _globals['_GETINDEXSTATSREQUEST']._serialized_end=1979
-  _globals['_COLLECTIONSTATS']._serialized_start=1981
-  _globals['_COLLECTIONSTATS']._serialized_end=2032
-  _globals['_GETINDEXSTATSRESPONSE']._serialized_start=2035
-  _globals['_GETINDEXSTATSRESPONSE']._serialized_end=2308
-  _globals['_ORIGINSERVICE']._serialized_start=2311
-  _globals['_ORIGINSERVICE']._serialized_end=2922
+  _globals['_ITEMERROR']._serialized_start=1280
+  _globals['_ITEMERROR']._serialized_end=1322
+  _globals['_ADDREFERENCERESPONSE']._serialized_start=1325
+  _globals['_ADDREFERENCERESPONSE']._serialized_end=1457
+  _globals['_GETREFERENCEREQUEST']._serialized_start=1459
+  _globals['_GETREFERENCEREQUEST']._serialized_end=1545
+  _globals['_EXTERNALKEY']._serialized_start=1547
+  _globals['_EXTERNALKEY']._serialized_end=1601
+  _globals['_GETREFERENCERESPONSE']._serialized_start=1603
+  _globals['_GETREFERENCERESPONSE']._serialized_end=1666
+  _globals['_LISTREFERENCESREQUEST']._serialized_start=1668
+  _globals['_LISTREFERENCESREQUEST']._serialized_end=1750
+  _globals['_LISTREFERENCESRESPONSE']._serialized_start=1752
+  _globals['_LISTREFERENCESRESPONSE']._serialized_end=1843
+  _globals['_DELETEREFERENCEREQUEST']._serialized_start=1845
+  _globals['_DELETEREFERENCEREQUEST']._serialized_end=1934
+  _globals['_DELETEREFERENCERESPONSE']._serialized_start=1936
+  _globals['_DELETEREFERENCERESPONSE']._serialized_end=2002
+  _globals['_GETINDEXSTATSREQUEST']._serialized_start=2004
+  _globals['_GETINDEXSTATSREQUEST']._serialized_end=2026
+  _globals['_COLLECTIONSTATS']._serialized_start=2028
+  _globals['_COLLECTIONSTATS']._serialized_end=2079
+  _globals['_GETINDEXSTATSRESPONSE']._serialized_start=2082
+  _globals['_GETINDEXSTATSRESPONSE']._serialized_end=2355
+  _globals['_ORIGINSERVICE']._serialized_start=2358
+  _globals['_ORIGINSERVICE']._serialized_end=2969
 # @@protoc_insertion_point(module_scope)

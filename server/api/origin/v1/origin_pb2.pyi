@@ -91,7 +91,7 @@ class BoundingBox(_message.Message):
     def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class IdentifyOriginResponse(_message.Message):
-    __slots__ = ("candidates", "match", "match_threshold", "inpainting", "model_version", "query_width", "query_height")
+    __slots__ = ("candidates", "match", "match_threshold", "inpainting", "model_version", "query_width", "query_height", "match_score", "background_score")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MATCH_FIELD_NUMBER: _ClassVar[int]
     MATCH_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,8 @@ class IdentifyOriginResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     QUERY_WIDTH_FIELD_NUMBER: _ClassVar[int]
     QUERY_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MATCH_SCORE_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_SCORE_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     match: bool
     match_threshold: float
@@ -106,7 +108,9 @@ class IdentifyOriginResponse(_message.Message):
     model_version: str
     query_width: int
     query_height: int
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., match: _Optional[bool] = ..., match_threshold: _Optional[float] = ..., inpainting: _Optional[_Union[InpaintingVerdict, _Mapping]] = ..., model_version: _Optional[str] = ..., query_width: _Optional[int] = ..., query_height: _Optional[int] = ...) -> None: ...
+    match_score: float
+    background_score: float
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., match: _Optional[bool] = ..., match_threshold: _Optional[float] = ..., inpainting: _Optional[_Union[InpaintingVerdict, _Mapping]] = ..., model_version: _Optional[str] = ..., query_width: _Optional[int] = ..., query_height: _Optional[int] = ..., match_score: _Optional[float] = ..., background_score: _Optional[float] = ...) -> None: ...
 
 class AddReferenceRequest(_message.Message):
     __slots__ = ("image", "external_id", "collection", "source_uri", "labels")

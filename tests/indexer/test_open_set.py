@@ -1,0 +1,48 @@
+"""Open-set decisions: the background score, its file, and how the bundle and the index use it."""
+
+import numpy as np
+import pytest
+
+from origin_id.indexer.config import Settings
+from origin_id.indexer.model_bundle import ModelBundle
+from origin_id.indexer.open_set import BackgroundSet
+
+
+def unit(rows):
+    rows = np.asarray(rows, np.float32)
+    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+
+
+def test_background_score_is_the_kth_neighbour_of_the_best_view():
+    background = unit(np.eye(4))  # four orthogonal images
+    bg = BackgroundSet(background, "m", k=2)
+    # View 0 resembles images 0 and 1 (0.8, 0.6); view 1 only image 2.
+    views = unit([[0.8, 0.6, 0, 0], [0, 0, 1, 0]])
+    assert bg.score(views) == pytest.approx(0.6)  # the 2nd neighbour of view 0; view 1's is 0
+    assert BackgroundSet(background, "m", k=1).score(views) == pytest.approx(1.0)
+    np.testing.assert_allclose(bg.scores(np.stack([views, views[::-1]])), [0.6, 0.6], atol=1e-6)
+
+
+def test_a_background_set_round_trips_and_refuses_a_k_it_cannot_hold(tmp_path):
+    vectors = unit(np.random.default_rng(0).normal(size=(20, 8)))
+    bg = BackgroundSet(vectors, "id2-x", k=5, match_margin=0.123, calibration={"fpr": 0.01})
+    bg.save(tmp_path / "b.safetensors")
+    back = BackgroundSet.load(tmp_path / "b.safetensors")
+    assert (back.model_version, back.k, back.match_margin, back.calibration) == ("id2-x", 5, 0.123, {"fpr": 0.01})
+    np.testing.assert_allclose(back.vectors, vectors, atol=1e-3)  # kept as float16
+    with pytest.raises(ValueError, match="k = 30"):
+        BackgroundSet(vectors, "m", k=30)
+
+
+def test_the_bundle_refuses_a_background_set_of_other_weights(tmp_path, bundle):
+    path = tmp_path / "other.safetensors"
+    BackgroundSet(unit(np.ones((12, bundle.dim))), "id2-someone-else", k=3).save(path)
+    with pytest.raises(ValueError, match="made for model id2-someone-else"):
+        ModelBundle.load(Settings.from_env({}, inpainting=False, background=str(path)))
+    mine = tmp_path / "mine.safetensors"
+    BackgroundSet(unit(np.random.default_rng(1).normal(size=(12, bundle.dim))), bundle.version, k=3,
+                  match_margin=0.2).save(mine)
+    loaded = ModelBundle.load(Settings.from_env({}, inpainting=False, background=str(mine)))
+    assert loaded.background is not None and loaded.match_threshold == pytest.approx(0.2)
+    raw = ModelBundle.load(Settings.from_env({}, inpainting=False, background="none"))
+    assert raw.background is None and raw.match_threshold == raw.transform.config.match_threshold

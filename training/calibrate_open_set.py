@@ -1,0 +1,188 @@
+"""Build the model's background set and calibrate its open-set match margin.
+
+    python -m training.calibrate_open_set --out .data/runs/background.safetensors
+    make promote-background           # copies it into indexer/default_model
+
+Data: allowed Debian packages that no model of this project trains on (downloaded with
+``apt-get download`` into ``--debs``), split by package so that no image serves two roles:
+
+* background: ``tuxpaint-stamps-default``, ``extremetuxracer-data``, ``kstars-data`` and
+  procedural scenes - images unrelated to any gallery, embedded as references are;
+* calibration gallery: ``stellarium-data``, ``marble-data``, ``opencv-doc`` (one in eight
+  of their images kept out, as no-origin material) topped up with procedural scenes to
+  ``--gallery`` references.
+
+Queries are made with ``training.edits`` (the project's own edits; the held-out benchmark's
+edits are never used here): positives are edited gallery images, negatives edited
+images whose origin is not in the gallery. Each query is embedded with the service's
+query views and scored exactly against the whole gallery, as ``OriginIndex`` does.
+The margin is the smallest one whose false-match rate on the negatives is at most
+``--target-fpr``; the file records the rates it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from origin_id.indexer.config import Settings
+from origin_id.indexer.embedder import Embedder
+from origin_id.indexer.model_bundle import ModelBundle
+from origin_id.indexer.open_set import BackgroundSet
+from origin_id.indexer.query_views import query_batch
+from training.data import procedural_image
+from training.edits import FAMILIES, apply, random_seen_edit
+
+BACKGROUND_PACKAGES = ["tuxpaint-stamps-default", "extremetuxracer-data", "kstars-data"]
+CALIBRATION_PACKAGES = ["stellarium-data", "marble-data", "opencv-doc"]
+SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_SIDE = 768
+
+
+def fetch(package: str, debs: Path) -> Path:
+    root = debs / package
+    if not root.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(["apt-get", "download", package], cwd=tmp, check=True, capture_output=True)
+            (deb,) = Path(tmp).glob("*.deb")
+            root.mkdir(parents=True)
+            subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+    return root
+
+
+def package_images(root: Path, min_side: int = 96) -> list[Image.Image]:
+    out = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()):
+        try:
+            with Image.open(path) as im:
+                im.draft("RGB", (MAX_SIDE, MAX_SIDE))
+                im = im.convert("RGBA")
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+        if min(im.size) < min_side:
+            continue
+        flat = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im).convert("RGB")
+        flat.thumbnail((MAX_SIDE, MAX_SIDE), Image.LANCZOS)
+        out.append(flat)
+    return out
+
+
+def kept_out(im: Image.Image) -> bool:
+    return hashlib.sha256(im.resize((16, 16)).tobytes()).digest()[0] % 8 == 0
+
+
+def query_vectors(embedder: Embedder, images: list[Image.Image]) -> np.ndarray:
+    """(q, views, dim): the service's query views of each image."""
+    rows = []
+    for im in tqdm(images, desc="query views", unit="query"):
+        rows.append(embedder.project(embedder.encode(query_batch(im))))
+    views = max(len(r) for r in rows)
+    return np.stack([np.concatenate([r, np.repeat(r[:1], views - len(r), 0)]) for r in rows])
+
+
+def top1_scores(queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best gallery index and score of each query, the best over its views."""
+    sims = np.einsum("qvd,nd->qvn", queries, gallery).max(axis=1)
+    best = sims.argmax(1)
+    return best, sims[np.arange(len(best)), best]
+
+
+def margin_for(negative_margins: np.ndarray, target_fpr: float) -> float:
+    """The smallest margin with at most ``target_fpr`` of the negatives at or above it."""
+    ordered = np.sort(negative_margins)[::-1]
+    allowed = int(np.floor(target_fpr * len(ordered)))
+    return float(ordered[allowed] + 1e-4) if allowed < len(ordered) else float(ordered[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--debs", type=Path, default=Path(".data/allowed-debs"))
+    p.add_argument("--out", type=Path, default=Path(".data/runs/background.safetensors"))
+    p.add_argument("--procedural-background", type=int, default=1000)
+    p.add_argument("--gallery", type=int, default=6000)
+    p.add_argument("--positives", type=int, default=1200)
+    p.add_argument("--negatives", type=int, default=600)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--target-fpr", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args(argv)
+    started = time.monotonic()
+    rng = np.random.default_rng(args.seed)
+    bundle = ModelBundle.load(Settings.from_env({}, inpainting=False))
+    embedder = Embedder(bundle, batch_size=32)
+
+    background_images = [im for pkg in BACKGROUND_PACKAGES for im in package_images(fetch(pkg, args.debs))]
+    background_images += [procedural_image(5_000_000 + i, size=320) for i in range(args.procedural_background)]
+    print(f"background: {len(background_images)} images")
+    background = np.concatenate([embedder.embed(background_images[s:s + 256])
+                                 for s in tqdm(range(0, len(background_images), 256), desc="background",
+                                               unit="batch")])
+    calibration = [im for pkg in CALIBRATION_PACKAGES for im in package_images(fetch(pkg, args.debs))]
+    gallery_images = [im for im in calibration if not kept_out(im)]
+    outside = [im for im in calibration if kept_out(im)]
+    n_procedural = max(0, args.gallery - len(gallery_images))
+    gallery_images += [procedural_image(6_000_000 + i, size=320) for i in range(n_procedural)]
+    outside += [procedural_image(7_000_000 + i, size=320) for i in range(len(outside) // 2)]
+    print(f"calibration gallery: {len(gallery_images)} images; outside pool {len(outside)}")
+    gallery = np.concatenate([embedder.embed(gallery_images[s:s + 256])
+                              for s in tqdm(range(0, len(gallery_images), 256), desc="gallery", unit="batch")])
+
+    families = list(FAMILIES)
+    positives, truth = [], []
+    for i in rng.choice(len(gallery_images), args.positives, replace=False):
+        seed = int(rng.integers(2**31))
+        im = gallery_images[int(i)]
+        edited = apply(families[seed % len(families)], im, seed) if seed % 3 else \
+            random_seen_edit(im, np.random.default_rng(seed))
+        positives.append(edited)
+        truth.append(int(i))
+    negatives = [random_seen_edit(outside[int(i)], np.random.default_rng(int(i)))
+                 for i in rng.choice(len(outside), min(args.negatives, len(outside)), replace=False)]
+    q_pos, q_neg = query_vectors(embedder, positives), query_vectors(embedder, negatives)
+    best_pos, score_pos = top1_scores(q_pos, gallery)
+    _, score_neg = top1_scores(q_neg, gallery)
+    bg = BackgroundSet(background, bundle.version, k=args.k)
+    margin_pos, margin_neg = score_pos - bg.scores(q_pos), score_neg - bg.scores(q_neg)
+    margin = margin_for(margin_neg, args.target_fpr)
+    correct = best_pos == np.array(truth)
+    raw_threshold = bundle.match_threshold
+    np.savez(args.out.with_suffix(".scores.npz"), score_pos=score_pos, score_neg=score_neg, margin_pos=margin_pos,
+             margin_neg=margin_neg, correct=correct)
+    tradeoff = {}
+    for fpr in (0.01, 0.02, 0.05, 0.1):
+        for name, pos, neg in (("raw", score_pos, score_neg), ("margin", margin_pos, margin_neg)):
+            cut = margin_for(neg, fpr)
+            tradeoff[f"{name} at {fpr:.0%} false matches: correct positives declared"] = \
+                round(float(((pos >= cut) & correct).mean()), 3)
+    figures = {
+        "match_margin": margin, "k": args.k, "target_fpr": args.target_fpr,
+        "background": {"packages": BACKGROUND_PACKAGES, "procedural": args.procedural_background,
+                       "images": len(background_images)},
+        "gallery": {"packages": CALIBRATION_PACKAGES, "images": len(gallery_images), "procedural": n_procedural},
+        "queries": {"positives": len(positives), "negatives": len(negatives), "edits": "training.edits"},
+        "top1_correct": float(correct.mean()),
+        "margin: false-match rate": float((margin_neg >= margin).mean()),
+        "margin: correct positives declared": float(((margin_pos >= margin) & correct).mean()),
+        "raw threshold: false-match rate": float((score_neg >= raw_threshold).mean()),
+        "raw threshold: correct positives declared": float(((score_pos >= raw_threshold) & correct).mean()),
+        "tradeoff": tradeoff,
+        "date": time.strftime("%Y-%m-%d"), "minutes": round((time.monotonic() - started) / 60, 1),
+    }
+    bg.match_margin, bg.calibration = margin, figures
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    bg.save(args.out)
+    print(json.dumps(figures, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
