@@ -30,7 +30,8 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from bench.heldout import RESULTS, figures
+from bench.heldout import RESULTS, canonical_names, figures, gallery_pdq, judge, make_queries
+from bench.heldout_data import load
 from bench.service import machine
 
 LITE0_BLOCKS = ["r1_k3_s11_e1_i32_o16", "r2_k3_s22_e6_i16_o24", "r2_k5_s22_e6_i24_o40", "r3_k3_s22_e6_i40_o80",
@@ -71,9 +72,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=Path(".data/heldout"))
     p.add_argument("--threshold", type=float, default=0.6)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--per-family", type=int, default=100, help="as the heldout run was made")
+    p.add_argument("--no-origin", type=int, default=250)
+    p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
     record = json.loads((args.data / "run" / "answers.json").read_text())
-    queries, answers = record["queries"], record["answers"]["service"]
+    answers = record["answers"]["service"]
+    # The run's queries (cached files, same seed), judged by picture as bench.heldout does.
+    manifest = load(args.data)
+    queries = make_queries(args.data, manifest, args.per_family, args.no_origin, args.seed)
+    canonical = canonical_names(args.data, manifest)
+    for q in queries:
+        q["origin"] = canonical[q["origin"]] if q["origin"] else None
+    judge(args.data, manifest, queries, gallery_pdq(args.data, manifest, args.data / "run"))
     model = lite0()
     cache: dict[str, np.ndarray] = {}
     started = time.monotonic()
