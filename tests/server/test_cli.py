@@ -49,6 +49,7 @@ def run(*args, timeout=300, check=True):
     return proc
 
 
+@pytest.mark.slow  # a fault test: two ingest processes and a kill, about a minute
 def test_killed_ingest_resumes_without_duplicates(image_folder, open_tmp_path):
     data_dir = open_tmp_path / "data"
     proc = subprocess.Popen(cli("ingest", str(image_folder), "--data-dir", str(data_dir), "--batch-size", "4"),
