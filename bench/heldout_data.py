@@ -28,14 +28,14 @@ import argparse
 import hashlib
 import io
 import json
-import subprocess
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
+
+from training.fetch_data import unpack_package
 
 PACKAGES = {
     "plasma-workspace-wallpapers": "LGPL-3 / CC-BY-SA-4.0",
@@ -53,19 +53,6 @@ SUFFIXES = (".png", ".jpg", ".jpeg", ".rgb", ".tga", ".bmp")
 
 def outside(key: str) -> bool:
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % OUTSIDE_SHARE == 0
-
-
-def fetch(package: str, into: Path) -> Path:
-    """The package unpacked under ``into/<package>`` (downloaded with apt-get)."""
-    root = into / package
-    if root.exists():
-        return root
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", package], cwd=tmp, check=True, capture_output=True)
-        (deb,) = Path(tmp).glob("*.deb")
-        root.mkdir(parents=True)
-        subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
-    return root
 
 
 def flatten(im: Image.Image) -> Image.Image | None:
@@ -127,7 +114,7 @@ def file_items(root: Path) -> Iterator[tuple[str, str, Image.Image]]:
 def build(out: Path, debs: Path) -> dict:
     manifest: dict = {"sources": PACKAGES, "gallery": [], "outside": []}
     for package in PACKAGES:
-        root = fetch(package, debs)
+        root = unpack_package(package, debs)
         items = wallpaper_items(root) if package == "plasma-workspace-wallpapers" else file_items(root)
         target = out / package
         target.mkdir(parents=True, exist_ok=True)

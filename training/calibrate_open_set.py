@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,22 +41,12 @@ from origin_id.indexer.open_set import BackgroundSet
 from origin_id.indexer.query_views import query_batch
 from training.data import procedural_image
 from training.edits import FAMILIES, apply, random_seen_edit
+from training.fetch_data import unpack_package
 
 BACKGROUND_PACKAGES = ["tuxpaint-stamps-default", "extremetuxracer-data", "kstars-data"]
 CALIBRATION_PACKAGES = ["stellarium-data", "marble-data", "opencv-doc"]
 SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_SIDE = 768
-
-
-def fetch(package: str, debs: Path) -> Path:
-    root = debs / package
-    if not root.exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run(["apt-get", "download", package], cwd=tmp, check=True, capture_output=True)
-            (deb,) = Path(tmp).glob("*.deb")
-            root.mkdir(parents=True)
-            subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
-    return root
 
 
 def package_images(root: Path, min_side: int = 96) -> list[Image.Image]:
@@ -126,13 +114,13 @@ def main(argv: list[str] | None = None) -> None:
     bundle = ModelBundle.load(Settings.from_env({}, inpainting=False))
     embedder = Embedder(bundle, batch_size=32)
 
-    background_images = [im for pkg in BACKGROUND_PACKAGES for im in package_images(fetch(pkg, args.debs))]
+    background_images = [im for pkg in BACKGROUND_PACKAGES for im in package_images(unpack_package(pkg, args.debs))]
     background_images += [procedural_image(5_000_000 + i, size=320) for i in range(args.procedural_background)]
     print(f"background: {len(background_images)} images")
     background = np.concatenate([embedder.embed(background_images[s:s + 256])
                                  for s in tqdm(range(0, len(background_images), 256), desc="background",
                                                unit="batch")])
-    calibration = [im for pkg in CALIBRATION_PACKAGES for im in package_images(fetch(pkg, args.debs))]
+    calibration = [im for pkg in CALIBRATION_PACKAGES for im in package_images(unpack_package(pkg, args.debs))]
     gallery_images = [im for im in calibration if not kept_out(im)]
     outside = [im for im in calibration if kept_out(im)]
     n_procedural = max(0, args.gallery - len(gallery_images))

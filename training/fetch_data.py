@@ -59,6 +59,19 @@ RELEASES = [
 ]
 
 
+def unpack_package(package: str, into: Path) -> Path:
+    """One package from the machine's apt sources unpacked under ``into/<package>``, once."""
+    root = into / package
+    if root.exists():
+        return root
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["apt-get", "download", package], cwd=tmp, check=True, capture_output=True)
+        (deb,) = Path(tmp).glob("*.deb")
+        root.mkdir(parents=True)
+        subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+    return root
+
+
 def fetch(data_dir: Path) -> Path:
     """The system suite's packages under ``data_dir/debian``."""
     target = data_dir / "debian"
