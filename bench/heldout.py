@@ -49,9 +49,9 @@ from origin_id.indexer.config import Settings
 from origin_id.indexer.model_bundle import ModelBundle
 from origin_id.indexer.transform import LinearTransform
 from origin_id.server.client import OriginClient
+from training.twins import MIN_QUALITY, PDQ_MATCH_DISTANCE, pdq_hashes, twins
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PDQ_MATCH_DISTANCE = 31
 TINY = 32
 
 
@@ -119,13 +119,11 @@ def served(client: OriginClient, queries: list[dict]) -> list[dict]:
 
 
 def pdq(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    import pdqhash
-    hashes, quality = np.zeros((len(paths), 256), bool), np.zeros(len(paths))
-    for i, p in enumerate(tqdm(paths, desc="PDQ", unit="img")):
-        with Image.open(p) as im:
-            h, q = pdqhash.compute(np.asarray(im.convert("RGB")))
-        hashes[i], quality[i] = h.astype(bool), q
-    return hashes, quality
+    def images():
+        for p in tqdm(paths, desc="PDQ", unit="img"):
+            with Image.open(p) as im:
+                yield im.convert("RGB")
+    return pdq_hashes(images())
 
 
 def tiny(paths: list[Path]) -> np.ndarray:
@@ -156,18 +154,14 @@ def judge(data: Path, manifest: dict, queries: list[dict], gallery: tuple[np.nda
     quality >= 50), and a no-origin query whose unedited source is such a copy of a gallery
     image has its origin indexed after all: it is left out (``excluded``)."""
     names = [g["path"] for g in manifest["gallery"]]
-    gh, gq = gallery
-    g_bits = gh.astype(np.float32)
     sources = sorted({q["source"] for q in queries})
-    sh, sq = pdq([data / s for s in sources])
-    dist = sh.astype(np.float32) @ (1 - g_bits).T + (1 - sh.astype(np.float32)) @ g_bits.T
-    same = (dist <= PDQ_MATCH_DISTANCE) & (sq[:, None] >= 50) & (gq[None, :] >= 50)
-    twins = {s: {names[j] for j in np.flatnonzero(same[i])} for i, s in enumerate(sources)}
+    same = twins(pdq([data / s for s in sources]), gallery)
+    copies = {s: {names[j] for j in np.flatnonzero(same[i])} for i, s in enumerate(sources)}
     for q in queries:
         if q["origin"]:
-            q["accept"] = sorted(twins[q["source"]] | {q["origin"]})
+            q["accept"] = sorted(copies[q["source"]] | {q["origin"]})
         else:
-            q["excluded"] = bool(twins[q["source"]])
+            q["excluded"] = bool(copies[q["source"]])
 
 
 def baselines(data: Path, manifest: dict, queries: list[dict],
@@ -186,7 +180,7 @@ def baselines(data: Path, manifest: dict, queries: list[dict],
         for j, b in enumerate(best):
             d = float(dist[j, b])
             pdq_answers.append({"top1": names[b], "score": 1 - d / 256, "match": bool(
-                d <= PDQ_MATCH_DISTANCE and qq[s + j] >= 50 and gq[b] >= 50)})
+                d <= PDQ_MATCH_DISTANCE and qq[s + j] >= MIN_QUALITY and gq[b] >= MIN_QUALITY)})
     gt, qt = tiny(gallery_paths), tiny(query_paths)
     for s in range(0, len(queries), 256):
         sim = qt[s:s + 256] @ gt.T
@@ -285,7 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     if any(a["background_score"] for a in answers):
         # The same answers decided as before open-set normalisation: the raw top-1 score
         # against the transform's threshold (the ranking does not depend on it).
-        cut = LinearTransform.load(Settings().model_dir / "transform.safetensors").config.match_threshold
+        settings = Settings.from_env()
+        cut = LinearTransform.load(settings.transform or settings.model_dir / "transform.safetensors"
+                                   ).config.match_threshold
         before = [{**a, "match": a["top1"] is not None and a["score"] >= cut} for a in answers]
         results["service, raw-score decision"] = figures(queries, before)
     for name in ("PDQ", "32x32 pixels"):

@@ -39,6 +39,7 @@ from origin_id.indexer.model_bundle import ModelBundle
 from origin_id.indexer.query_views import query_views
 from training.data import allowed_photos, photo_tiles, procedural_image, split_of
 from training.edits import FAMILIES, apply
+from training.twins import pdq_hashes as pdq_bits
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PDQ_MATCH_DISTANCE = 31
@@ -101,14 +102,9 @@ def micro_ap(scores: np.ndarray, correct: np.ndarray, n_positives: int) -> tuple
 
 
 def pdq_hashes(images) -> tuple[np.ndarray, np.ndarray]:
-    import pdqhash
-
-    bits, quality = [], []
-    for im in images:
-        h, q = pdqhash.compute(np.asarray(im.convert("RGB")))
-        bits.append(h.astype(bool))
-        quality.append(q)
-    return np.packbits(np.array(bits), axis=1), np.array(quality)
+    """PDQ hashes packed 32 bytes a row, and their qualities."""
+    bits, quality = pdq_bits(images)
+    return np.packbits(bits, axis=1), quality
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 ID2 (arXiv 2501.02376): resize to 256x256 (no crop), scale pixels to [-1, 1],
 take the VAE encoder's latent *mean* (repeatable, unlike ``.sample()``),
 flatten, multiply by the learned W, L2-normalise. Batched; on CUDA the batch
-runs on the GPU.
+runs on the GPU. References are also embedded by their regions
+(``origin_id.indexer.regions``), cut from the same latent.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ import torch
 from PIL import Image
 
 from origin_id.indexer.model_bundle import ModelBundle
+from origin_id.indexer.regions import Box, region_latents
 from origin_id.models import compute
 from origin_id.models.vae import preprocess
 
 
 class Embedder:
-    def __init__(self, bundle: ModelBundle, batch_size: int = 16):
+    def __init__(self, bundle: ModelBundle, batch_size: int = 16, layout: Sequence[Box] = ()):
         self.bundle = bundle
         self.batch_size = batch_size
+        #: The regions each reference is also indexed by (empty: the whole image only).
+        self.layout = tuple(layout)
 
     @property
     def dim(self) -> int:
@@ -38,9 +42,12 @@ class Embedder:
 
     @torch.inference_mode()
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self._encode_spatial(x).flatten(1)
+
+    @torch.inference_mode()
+    def _encode_spatial(self, x: torch.Tensor) -> torch.Tensor:
         with self.bundle.lock:
-            mean = self.bundle.vae.encode(x.to(self.bundle.device)).latent_dist.mean
-            return mean.flatten(1).float()
+            return self.bundle.vae.encode(x.to(self.bundle.device)).latent_dist.mean.float()
 
     def project(self, latents: torch.Tensor) -> np.ndarray:
         """Flattened latents -> L2-normalised embeddings (N, dim), float32."""
@@ -57,3 +64,18 @@ class Embedder:
         out = [self.project(self.latents(images[start:start + self.batch_size]))
                for start in range(0, len(images), self.batch_size)]
         return np.concatenate(out)
+
+    def reference_vectors(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(N, 1 + len(layout), dim) float32: each image whole (row 0), then its regions."""
+        if not images:
+            return np.zeros((0, 1 + len(self.layout), self.dim), np.float32)
+        return np.concatenate([self.reference_vectors_of(preprocess(images[start:start + self.batch_size]))
+                               for start in range(0, len(images), self.batch_size)])
+
+    def reference_vectors_of(self, x: torch.Tensor) -> np.ndarray:
+        """``reference_vectors`` of an already preprocessed batch: one encoder pass, the
+        regions cut from its latents."""
+        latents = compute.run(self._encode_spatial, x)
+        stacked = torch.cat([latents[:, None], region_latents(latents, self.layout)], dim=1)
+        n, per_image = stacked.shape[:2]
+        return self.project(stacked.reshape(n * per_image, -1)).reshape(n, per_image, -1)

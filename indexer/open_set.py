@@ -7,10 +7,17 @@ systems (SSCD on DISC21) normalise each query by a background set of images unre
 to any gallery: the query's similarity to its k-th nearest background image measures how
 much it resembles everything, and the decision uses the margin
 
-    match_score = top-1 score - background_score(query)   >=   match_margin
+    match_score = top-1 score - weight * kth_background_similarity(query)   >=   match_margin
+
+The weight is calibrated with the margin: 1 is the plain margin, 0 the raw score. A
+stronger encoder leaves less for the normalisation to correct (its unrelated images
+already score low), and the calibration picks the weight that declares the most right
+matches at the target false-match rate on its data.
 
 ``BackgroundSet`` holds those vectors (embedded by the model they belong to, so the file
-names that model's version), the ``k`` used and the calibrated margin with the record of
+names that model's version), each image whole and by the regions references are indexed
+by (``origin_id.indexer.regions``: a query meets every reference by its best region, so
+it meets the background images the same way), the ``k`` used and the calibrated margin with the record of
 its calibration (``training/calibrate_open_set.py``). It is optional: a model without
 one decides on the raw score and its transform's threshold, as before.
 """
@@ -30,33 +37,50 @@ FILE_NAME = "background.safetensors"
 
 @dataclass
 class BackgroundSet:
-    vectors: np.ndarray  # float32 (n, dim), L2-normalised
+    vectors: np.ndarray  # float32 (n_images * per_image, dim), L2-normalised; an image's rows together
     model_version: str
     k: int = 10
     #: The margin over the background score at or above which the top-1 is a match.
     match_margin: float = 0.1
     #: How the margin was chosen (data sets, targets, measured rates).
     calibration: dict[str, Any] = field(default_factory=dict)
+    #: Rows per background image: the whole image, then its regions (``layout``).
+    per_image: int = 1
+    #: The region layout the rows after the first were cut by.
+    layout: tuple = ()
+    #: What the k-th similarity counts for in the background score (calibrated; 1 = plain margin).
+    weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.k <= len(self.vectors):
-            raise ValueError(f"k = {self.k} needs at least that many background vectors, got {len(self.vectors)}")
+        if self.per_image != 1 + len(self.layout) or len(self.vectors) % self.per_image:
+            raise ValueError(f"{len(self.vectors)} background vectors do not split into images of "
+                             f"{self.per_image} rows (1 + {len(self.layout)} regions)")
+        if not 1 <= self.k <= self.images:
+            raise ValueError(f"k = {self.k} needs at least that many background images, got {self.images}")
 
-    def scores(self, views: np.ndarray) -> np.ndarray:
-        """Each query's background score: the k-th largest similarity of any of its views
-        (rows of ``views``, shape (q, v, dim)) to the background vectors, shape (q,). The
-        views are those the candidates are scored with, so the two sides compare alike."""
-        sims = np.einsum("qvd,nd->qvn", views, self.vectors)
-        kth = np.partition(sims, -self.k, axis=2)[:, :, -self.k]
-        return kth.max(axis=1)
+    @property
+    def images(self) -> int:
+        return len(self.vectors) // self.per_image
 
-    def score(self, views: np.ndarray) -> float:
+    def scores(self, views: np.ndarray, regions: bool = True) -> np.ndarray:
+        """Each query's background score, shape (q,): ``weight`` times the k-th largest
+        similarity to a background image, a query's similarity to an image being the best over its views
+        (rows of ``views``, shape (q, v, dim)) and the image's rows: its regions too when
+        ``regions`` (the references are indexed by them), else the whole image only.
+        Candidates are scored the same way, so the two sides compare alike."""
+        sims = np.einsum("qvd,nd->qvn", views, self.vectors).max(axis=1)
+        per_image = sims.reshape(len(views), self.images, self.per_image)
+        best = per_image.max(axis=2) if regions else per_image[:, :, 0]
+        return self.weight * np.partition(best, -self.k, axis=1)[:, -self.k]
+
+    def score(self, views: np.ndarray, regions: bool = True) -> float:
         """One query's background score from its views (v, dim)."""
-        return float(self.scores(views[None])[0])
+        return float(self.scores(views[None], regions)[0])
 
     def save(self, path: Path) -> None:
         meta = {"model_version": self.model_version, "k": str(self.k), "match_margin": repr(self.match_margin),
-                "calibration": json.dumps(self.calibration)}
+                "calibration": json.dumps(self.calibration), "layout": json.dumps([list(b) for b in self.layout]),
+                "weight": repr(self.weight)}
         save_file({"vectors": self.vectors.astype(np.float16)}, str(path), metadata=meta)
 
     @classmethod
@@ -68,6 +92,8 @@ class BackgroundSet:
         missing = {"model_version", "k", "match_margin"} - set(meta)
         if missing:
             raise ValueError(f"{path} is not a background set: no {', '.join(sorted(missing))} in its metadata")
+        layout = tuple(tuple(b) for b in json.loads(meta.get("layout") or "[]"))
         return cls(vectors=load_file(str(path))["vectors"].astype(np.float32), model_version=meta["model_version"],
                    k=int(meta["k"]), match_margin=float(meta["match_margin"]),
-                   calibration=json.loads(meta.get("calibration") or "{}"))
+                   calibration=json.loads(meta.get("calibration") or "{}"), per_image=1 + len(layout), layout=layout,
+                   weight=float(meta.get("weight", "1.0")))

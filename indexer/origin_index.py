@@ -58,7 +58,8 @@ class Identification:
     match_threshold: float
     #: What ``match_threshold`` is compared with: the top-1 score less ``background_score``.
     match_score: float = 0.0
-    #: The query's similarity to its k-th nearest background image (0 without a background set).
+    #: The query's similarity to its k-th nearest background image times the set's weight
+    #: (0 without a background set).
     background_score: float = 0.0
     #: None when no inpainting models are loaded (the answer says available=false).
     inpainting: InpaintingResult | None = None
@@ -93,7 +94,7 @@ class OriginIndex:
         self.store = store
         self.index = index
         self.embedded = embedded
-        self.embedder = Embedder(bundle, settings.batch_size)
+        self.embedder = Embedder(bundle, settings.batch_size, settings.region_layout)
         self.limits = DecodeLimits(max_pixels=settings.max_pixels, max_side=settings.max_side,
                                    max_whole_pixels=settings.max_whole_pixels)
         self.pipeline = IngestPipeline(store, self.embedder, index, limits=self.limits,
@@ -167,7 +168,8 @@ class OriginIndex:
         compute.stage("search")
         candidates = self.search(vectors, top_k, [collection] if collection else scope)
         threshold = self.match_threshold
-        background = self.bundle.background.score(vectors) if self.bundle.background is not None else 0.0
+        background = (self.bundle.background.score(vectors, regions=bool(self.embedder.layout))
+                      if self.bundle.background is not None else 0.0)
         match_score = candidates[0].score - background if candidates else float("-inf")
         match = bool(candidates) and match_score >= threshold
         verdict = None

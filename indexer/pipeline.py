@@ -235,11 +235,11 @@ class IngestPipeline:
         """One embedding batch, one transaction; the vectors enter the index after it commits."""
         compute.stage("embed")
         order = sorted(decoded)
-        vectors = self.embedder.embed([decoded[i].image for i in order])
+        vectors = self.embedder.reference_vectors([decoded[i].image for i in order])
         new = [
             NewReference(
                 collection=outcomes[i].item.collection or DEFAULT_COLLECTION, sha256=decoded[i].sha256,
-                width=decoded[i].width, height=decoded[i].height, vectors=vectors[row:row + 1],
+                width=decoded[i].width, height=decoded[i].height, vectors=vectors[row],
                 external_id=outcomes[i].item.external_id, source_uri=outcomes[i].item.source_uri,
                 labels=dict(outcomes[i].item.labels))
             for row, i in enumerate(order)

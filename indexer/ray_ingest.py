@@ -110,17 +110,18 @@ class Embed:
         from origin_id.indexer.model_bundle import ModelBundle
 
         torch.set_num_threads(max(1, threads))
-        bundle = ModelBundle.load(Settings.from_env({}, **settings, inpainting=False))
-        self.embedder = Embedder(bundle)
+        loaded = Settings.from_env({}, **settings, inpainting=False)
+        self.embedder = Embedder(ModelBundle.load(loaded), layout=loaded.region_layout)
 
     def __call__(self, batch: dict) -> dict:
         from origin_id.models.vae import scale_view, to_tensor
 
         pending = np.flatnonzero(np.asarray(batch["status"]) == "pending")
-        vectors = np.zeros((len(batch["status"]), self.embedder.dim), np.float32)
+        per_image = 1 + len(self.embedder.layout)
+        vectors = np.zeros((len(batch["status"]), per_image, self.embedder.dim), np.float32)
         if len(pending):
             x = to_tensor(scale_view(np.asarray(batch["pixels"])[pending]))
-            vectors[pending] = self.embedder.project(self.embedder.encode(x))
+            vectors[pending] = self.embedder.reference_vectors_of(x)
         batch["vector"] = vectors
         return batch
 
@@ -136,7 +137,7 @@ class Write:
         rows = _rows(batch)
         pending = [r for r in rows if r["status"] == "pending"]
         new = [NewReference(collection=r["collection"] or DEFAULT_COLLECTION, sha256=r["sha256"],
-                            width=int(r["width"]), height=int(r["height"]), vectors=np.asarray(r["vector"])[None],
+                            width=int(r["width"]), height=int(r["height"]), vectors=np.asarray(r["vector"]),
                             external_id=r["external_id"], source_uri=r["source_uri"], labels=json.loads(r["labels"]))
                for r in pending]
         for row, result in zip(pending, self.store.write(new, self.model_version) if new else []):

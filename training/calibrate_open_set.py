@@ -12,6 +12,9 @@ Data: allowed Debian packages that no model of this project trains on (downloade
   of their images kept out, as no-origin material) topped up with procedural scenes to
   ``--gallery`` references.
 
+Kept-out files that PDQ calls the same picture as a gallery file (``training.twins``)
+are not used as negatives: their origin is in the gallery after all.
+
 Queries are made with ``training.edits`` (the project's own edits; the held-out benchmark's
 edits are never used here): positives are edited gallery images, negatives edited
 images whose origin is not in the gallery. Each query is embedded with the service's
@@ -25,6 +28,7 @@ without embedding again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import time
@@ -39,49 +43,33 @@ from origin_id.indexer.embedder import Embedder
 from origin_id.indexer.model_bundle import ModelBundle
 from origin_id.indexer.open_set import BackgroundSet
 from origin_id.indexer.query_views import query_batch
-from training.data import procedural_image
+from training.data import package_images, procedural_image
 from training.edits import FAMILIES, apply, random_seen_edit
 from training.fetch_data import unpack_package
+from training.twins import pdq_hashes, twins
 
 BACKGROUND_PACKAGES = ["tuxpaint-stamps-default", "extremetuxracer-data", "kstars-data"]
 CALIBRATION_PACKAGES = ["stellarium-data", "marble-data", "opencv-doc"]
-SUFFIXES = (".png", ".jpg", ".jpeg")
-MAX_SIDE = 768
-
-
-def package_images(root: Path, min_side: int = 96) -> list[Image.Image]:
-    out = []
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()):
-        try:
-            with Image.open(path) as im:
-                im.draft("RGB", (MAX_SIDE, MAX_SIDE))
-                im = im.convert("RGBA")
-        except (OSError, ValueError, Image.DecompressionBombError):
-            continue
-        if min(im.size) < min_side:
-            continue
-        flat = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im).convert("RGB")
-        flat.thumbnail((MAX_SIDE, MAX_SIDE), Image.LANCZOS)
-        out.append(flat)
-    return out
 
 
 def kept_out(im: Image.Image) -> bool:
     return hashlib.sha256(im.resize((16, 16)).tobytes()).digest()[0] % 8 == 0
 
 
-def query_vectors(embedder: Embedder, images: list[Image.Image]) -> np.ndarray:
+def query_vectors(embedder: Embedder, images: list[Image.Image], settings: Settings) -> np.ndarray:
     """(q, views, dim): the service's query views of each image."""
     rows = []
     for im in tqdm(images, desc="query views", unit="query"):
-        rows.append(embedder.project(embedder.encode(query_batch(im))))
+        x = query_batch(im, flip=settings.query_flip, trim=settings.query_trim)
+        rows.append(embedder.project(embedder.encode(x)))
     views = max(len(r) for r in rows)
     return np.stack([np.concatenate([r, np.repeat(r[:1], views - len(r), 0)]) for r in rows])
 
 
 def top1_scores(queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best gallery index and score of each query, the best over its views."""
-    sims = np.einsum("qvd,nd->qvn", queries, gallery).max(axis=1)
+    """Best gallery index and score of each query (q, views, dim) against the gallery
+    (n, regions, dim): the best over the query's views and the image's regions."""
+    sims = np.einsum("qvd,nrd->qnvr", queries, gallery).max(axis=(2, 3))
     best = sims.argmax(1)
     return best, sims[np.arange(len(best)), best]
 
@@ -106,28 +94,35 @@ def main(argv: list[str] | None = None) -> None:
                    help="no-origin queries declared a match, at most (the held-out floor is 5%%)")
     p.add_argument("--redecide", action="store_true", help="only set a new --target-fpr on a finished --out")
     p.add_argument("--seed", type=int, default=7)
+    Settings.add_arguments(p, only=["vae", "transform", "device", "query_flip", "query_trim", "reference_regions"])
     args = p.parse_args(argv)
+    # The background set is being made: the model is loaded without one (and without inpainting).
+    settings = dataclasses.replace(Settings.from_args(args), inpainting=False, background="none")
     if args.redecide:
-        return redecide(args.out, args.target_fpr)
+        return redecide(args.out, args.target_fpr, settings)
     started = time.monotonic()
     rng = np.random.default_rng(args.seed)
-    bundle = ModelBundle.load(Settings.from_env({}, inpainting=False))
-    embedder = Embedder(bundle, batch_size=32)
+    bundle = ModelBundle.load(settings)
+    embedder = Embedder(bundle, batch_size=32, layout=settings.region_layout)
 
     background_images = [im for pkg in BACKGROUND_PACKAGES for im in package_images(unpack_package(pkg, args.debs))]
     background_images += [procedural_image(5_000_000 + i, size=320) for i in range(args.procedural_background)]
     print(f"background: {len(background_images)} images")
-    background = np.concatenate([embedder.embed(background_images[s:s + 256])
+    background = np.concatenate([embedder.reference_vectors(background_images[s:s + 256])
                                  for s in tqdm(range(0, len(background_images), 256), desc="background",
                                                unit="batch")])
     calibration = [im for pkg in CALIBRATION_PACKAGES for im in package_images(unpack_package(pkg, args.debs))]
     gallery_images = [im for im in calibration if not kept_out(im)]
     outside = [im for im in calibration if kept_out(im)]
+    # A kept-out file whose picture is in the gallery under another file is no negative.
+    copies = twins(pdq_hashes(outside), pdq_hashes(gallery_images)).any(axis=1)
+    outside = [im for im, copy in zip(outside, copies) if not copy]
     n_procedural = max(0, args.gallery - len(gallery_images))
     gallery_images += [procedural_image(6_000_000 + i, size=320) for i in range(n_procedural)]
     outside += [procedural_image(7_000_000 + i, size=320) for i in range(len(outside) // 2)]
-    print(f"calibration gallery: {len(gallery_images)} images; outside pool {len(outside)}")
-    gallery = np.concatenate([embedder.embed(gallery_images[s:s + 256])
+    print(f"calibration gallery: {len(gallery_images)} images; outside pool {len(outside)} "
+          f"({int(copies.sum())} copies of gallery pictures left out)")
+    gallery = np.concatenate([embedder.reference_vectors(gallery_images[s:s + 256])
                               for s in tqdm(range(0, len(gallery_images), 256), desc="gallery", unit="batch")])
 
     families = list(FAMILIES)
@@ -141,10 +136,12 @@ def main(argv: list[str] | None = None) -> None:
         truth.append(int(i))
     negatives = [random_seen_edit(outside[int(i)], np.random.default_rng(int(i)))
                  for i in rng.choice(len(outside), min(args.negatives, len(outside)), replace=False)]
-    q_pos, q_neg = query_vectors(embedder, positives), query_vectors(embedder, negatives)
+    q_pos, q_neg = query_vectors(embedder, positives, settings), query_vectors(embedder, negatives, settings)
     best_pos, score_pos = top1_scores(q_pos, gallery)
     _, score_neg = top1_scores(q_neg, gallery)
-    bg = BackgroundSet(background, bundle.version, k=args.k)
+    # Weight 1 while scoring: the saved margins are the plain ones, whatever weight is chosen.
+    bg = BackgroundSet(background.reshape(-1, background.shape[-1]), bundle.version, k=args.k,
+                       per_image=background.shape[1], layout=embedder.layout, weight=1.0)
     scores = {"score_pos": score_pos, "score_neg": score_neg, "margin_pos": score_pos - bg.scores(q_pos),
               "margin_neg": score_neg - bg.scores(q_neg), "correct": best_pos == np.array(truth)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         "background": {"packages": BACKGROUND_PACKAGES, "procedural": args.procedural_background,
                        "images": len(background_images)},
         "gallery": {"packages": CALIBRATION_PACKAGES, "images": len(gallery_images), "procedural": n_procedural},
+        "negatives left out as PDQ copies of gallery pictures": int(copies.sum()),
         "queries": {"positives": len(positives), "negatives": len(negatives), "edits": "training.edits"},
         "minutes": round((time.monotonic() - started) / 60, 1),
     }
@@ -163,20 +161,42 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.out}")
 
 
+WEIGHTS = np.round(np.arange(0.0, 1.01, 0.1), 1)
+
+
 def decide(bg: BackgroundSet, scores: dict[str, np.ndarray], target_fpr: float, raw_threshold: float) -> None:
-    """Set the margin for ``target_fpr`` and record the rates it gives, beside the raw
-    threshold's and both rules' trade-off at other rates."""
-    pos, neg, correct = scores["margin_pos"], scores["margin_neg"], scores["correct"]
+    """Set the background weight and the margin for ``target_fpr``: of the weights in
+    ``WEIGHTS`` (0 = the raw score, 1 = the plain margin), the largest one that declares
+    about as many right positives at that rate as the best; record the rates it gives,
+    beside the raw threshold's and the trade-off at other rates."""
+    # The saved margins are those of weight 1: top-1 score less the k-th background similarity.
+    kth_pos = scores["score_pos"] - scores["margin_pos"]
+    kth_neg = scores["score_neg"] - scores["margin_neg"]
+    correct = scores["correct"]
+
+    def rule(weight: float) -> tuple[np.ndarray, np.ndarray]:
+        return scores["score_pos"] - weight * kth_pos, scores["score_neg"] - weight * kth_neg
+
+    def declared(weight: float, fpr: float) -> float:
+        pos, neg = rule(weight)
+        return float(((pos >= margin_for(neg, fpr)) & correct).mean())
+
+    by_weight = {float(w): declared(float(w), target_fpr) for w in WEIGHTS}
+    # The largest weight within one standard error of the best: when the data barely tell
+    # the weights apart, the normalisation that carries to unseen images is kept.
+    best = max(by_weight.values())
+    standard_error = np.sqrt(best * (1 - best) / len(correct))
+    weight = max(w for w, rate in by_weight.items() if rate >= best - standard_error)
+    pos, neg = rule(weight)
     margin = margin_for(neg, target_fpr)
     tradeoff = {}
     for fpr in (0.01, 0.02, 0.05, 0.1):
-        for name, p, n in (("raw", scores["score_pos"], scores["score_neg"]), ("margin", pos, neg)):
-            cut = margin_for(n, fpr)
-            tradeoff[f"{name} at {fpr:.0%} false matches: correct positives declared"] = \
-                round(float(((p >= cut) & correct).mean()), 3)
-    bg.match_margin = margin
+        for name, w in (("raw", 0.0), ("margin", 1.0), ("chosen weight", weight)):
+            tradeoff[f"{name} at {fpr:.0%} false matches: correct positives declared"] = round(declared(w, fpr), 3)
+    bg.weight, bg.match_margin = weight, margin
     bg.calibration.update({
-        "match_margin": margin, "target_fpr": target_fpr, "top1_correct": float(correct.mean()),
+        "weight": weight, "match_margin": margin, "target_fpr": target_fpr, "top1_correct": float(correct.mean()),
+        "correct positives declared, by weight": by_weight,
         "margin: false-match rate": float((neg >= margin).mean()),
         "margin: correct positives declared": float(((pos >= margin) & correct).mean()),
         "raw threshold: false-match rate": float((scores["score_neg"] >= raw_threshold).mean()),
@@ -185,11 +205,11 @@ def decide(bg: BackgroundSet, scores: dict[str, np.ndarray], target_fpr: float, 
     })
 
 
-def redecide(out: Path, target_fpr: float) -> None:
+def redecide(out: Path, target_fpr: float, settings: Settings) -> None:
     """A new target on a finished calibration: its saved scores, no re-embedding."""
     bg = BackgroundSet.load(out)
     scores = dict(np.load(out.with_suffix(".scores.npz")))
-    bundle = ModelBundle.load(Settings.from_env({}, inpainting=False, background="none"))
+    bundle = ModelBundle.load(settings)
     decide(bg, scores, target_fpr, bundle.match_threshold)
     bg.save(out)
     print(json.dumps(bg.calibration, indent=1))

@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--negatives", type=int, default=600)
     p.add_argument("--target-precision", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=5)
-    Settings.add_arguments(p, only=["vae", "transform", "device", "batch_size", "query_flip", "query_trim"])
+    Settings.add_arguments(p, only=["vae", "transform", "device", "batch_size", "query_flip", "query_trim",
+                                    "reference_regions"])
     args = p.parse_args(argv)
     # Calibration needs only the embedder: no inpainting models.
     settings = dataclasses.replace(Settings.from_args(args), inpainting=False)
@@ -89,12 +90,15 @@ def main(argv: list[str] | None = None) -> None:
     queries += [random_seen_edit(im, rng) for im in outside[: args.negatives]]
 
     bundle = ModelBundle.load(settings)
-    embedder = Embedder(bundle, settings.batch_size)
-    g = np.concatenate([embedder.embed(gallery[i:i + 64])
+    embedder = Embedder(bundle, settings.batch_size, settings.region_layout)
+    # References are indexed whole and by their regions: a gallery image scores its best row.
+    g = np.concatenate([embedder.reference_vectors(gallery[i:i + 64])
                         for i in tqdm(range(0, len(gallery), 64), desc="gallery", unit="x64", dynamic_ncols=True)])
+    per_image = g.shape[1]
+    g = g.reshape(-1, g.shape[-1])
     best_scores, best_ids = [], []
     for views in embed_queries(embedder, queries, settings):
-        sim = (views @ g.T).max(0)
+        sim = (views @ g.T).max(0).reshape(-1, per_image).max(1)
         best_ids.append(int(sim.argmax()))
         best_scores.append(float(sim.max()))
     scores, top = np.array(best_scores), np.array(best_ids)
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     report = threshold_for_precision(scores, is_true, args.target_precision)
     report.update({"top1": float(is_true[:n_pos].mean()), "positives": n_pos, "negatives": len(queries) - n_pos,
                    "gallery": len(gallery), "views": f"flip={settings.query_flip}, trim={settings.query_trim}",
+                   "reference regions": len(embedder.layout),
                    "data": "val photo split tiles + procedural scenes (seeds 5e6+/6e6+), seen edit distribution"})
     print("calibration:", json.dumps(report))
     transform = LinearTransform.load(transform_path)

@@ -155,16 +155,43 @@ def photos_in_directory(directory: Path, max_side: int | None = 1024,
     return dedupe(images)
 
 
+#: File types read from Debian packages (pictures; vector art is skipped).
+PACKAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def package_images(root: Path, min_side: int = 96, max_side: int = 768) -> list[Image.Image]:
+    """The pictures of an unpacked package, transparent parts on white, at most ``max_side``."""
+    out = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in PACKAGE_SUFFIXES and p.is_file()):
+        try:
+            with Image.open(path) as im:
+                im.draft("RGB", (max_side, max_side))
+                im = im.convert("RGBA")
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+        if min(im.size) < min_side:
+            continue
+        flat = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im).convert("RGB")
+        flat.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        out.append(flat)
+    return out
+
+
 def dedupe(images: list[Image.Image], max_corr: float = 0.9) -> list[Image.Image]:
-    """Drop near-duplicates (the same wallpaper at several sizes, light/dark twins)."""
-    kept, signatures = [], []
-    for im in images:
-        sig = np.asarray(im.convert("L").resize((24, 24), Image.Resampling.BILINEAR), np.float32).ravel()
-        sig = (sig - sig.mean()) / (sig.std() + 1e-6)
-        if all(float(sig @ other) / sig.size < max_corr for other in signatures):
-            kept.append(im)
-            signatures.append(sig)
-    return kept
+    """Drop near-duplicates (the same wallpaper at several sizes, light/dark twins): an
+    image is kept when its 24x24 grey signature correlates below ``max_corr`` with every
+    image kept before it."""
+    if not images:
+        return []
+    sigs = np.stack([np.asarray(im.convert("L").resize((24, 24), Image.Resampling.BILINEAR), np.float32).ravel()
+                     for im in images])
+    sigs = (sigs - sigs.mean(1, keepdims=True)) / (sigs.std(1, keepdims=True) + 1e-6)
+    corr = sigs @ sigs.T / sigs.shape[1]
+    kept: list[int] = []
+    for i in range(len(images)):
+        if not kept or corr[i, kept].max() < max_corr:
+            kept.append(i)
+    return [images[i] for i in kept]
 
 
 def is_flat(im: Image.Image, min_std: float = 20.0) -> bool:

@@ -195,6 +195,63 @@ def letterbox(im: Image.Image, rng: np.random.Generator) -> Image.Image:
     return jpeg(canvas, int(rng.integers(70, 95)))
 
 
+# -- layout- and colour-breaking edits (seen: what W must learn to ignore) -----------
+
+def deep_crop(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A crop keeping 35-80% of each side, anywhere: the picture reposted cut down."""
+    w, h = im.size
+    fw, fh = rng.uniform(0.35, 0.8), rng.uniform(0.35, 0.8)
+    if rng.random() < 0.5:  # same fraction of both sides half of the time
+        fh = fw
+    cw, ch = max(16, int(w * fw)), max(16, int(h * fh))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    return im.crop((x, y, x + cw, y + ch))
+
+
+def tilt(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Padded to a square canvas and turned a little (corners filled with one colour)."""
+    w, h = im.size
+    side = max(w, h)
+    fill = tuple(int(c) for c in rng.integers(0, 256, 3))
+    canvas = Image.new("RGB", (side, side), fill)
+    canvas.paste(im, ((side - w) // 2, (side - h) // 2))
+    angle = float(rng.uniform(4, 20) * rng.choice([-1, 1]))
+    return canvas.rotate(angle, resample=Image.Resampling.BILINEAR, expand=bool(rng.random() < 0.5),
+                         fillcolor=fill)
+
+
+def monochrome(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Grey levels (sometimes tinted, sepia-like) with a contrast change."""
+    grey = ImageOps.autocontrast(im.convert("L"), cutoff=float(rng.uniform(0, 2)))
+    if rng.random() < 0.3:
+        dark = tuple(int(c) for c in rng.integers(0, 80, 3))
+        light = tuple(int(c) for c in rng.integers(180, 256, 3))
+        return ImageOps.colorize(grey, dark, light)
+    return grey.convert("RGB")
+
+
+def hue_turn(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The hue wheel turned by 30-330 degrees, saturation scaled."""
+    hsv = np.asarray(im.convert("HSV"), np.int16).copy()
+    hsv[..., 0] = (hsv[..., 0] + int(rng.integers(21, 235))) % 256
+    hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.7, 1.4), 0, 255)
+    return Image.fromarray(hsv.astype(np.uint8), "HSV").convert("RGB")
+
+
+def line_drawing(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A pencil-like drawing: grey levels divided by their blurred inverse (colour dodge),
+    sometimes tinted back with a little of the original colour."""
+    grey = np.asarray(im.convert("L"), np.float32)
+    radius = rng.uniform(2, 6) * max(im.size) / 512
+    blurred = np.asarray(Image.fromarray(255 - grey.astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius)),
+                         np.float32)
+    sketch = np.clip(grey * 255 / np.maximum(1, 255 - blurred), 0, 255)
+    out = np.repeat(sketch[..., None], 3, axis=2)
+    if rng.random() < 0.4:
+        out = out * rng.uniform(0.6, 0.85) + np.asarray(im, np.float32) * rng.uniform(0.15, 0.4)
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -217,6 +274,11 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("recompress", recompress, "copy", False),
     Family("flip", flip, "copy", False),
     Family("letterbox", letterbox, "copy", False),
+    Family("deep_crop", deep_crop, "copy", True),
+    Family("tilt", tilt, "copy", True),
+    Family("monochrome", monochrome, "rerender", True),
+    Family("hue_turn", hue_turn, "rerender", True),
+    Family("line_drawing", line_drawing, "rerender", True),
 ]}
 
 SEEN = [f for f in FAMILIES.values() if f.seen]

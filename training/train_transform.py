@@ -8,8 +8,11 @@ CosFace (s=64, m=0.35) on the L2-normalised W-projected latents; Adam
 (lr 3.5e-4) with linear warm-up then cosine decay; the exported W is an
 exponential moving average (0.9999, with the usual warm-up of the decay).
 
-Origins are tiles of the *train-split* photos and procedural scenes; edits
-come from the *seen* families of ``training.edits`` only. The match threshold
+Origins are tiles of the *train-split* photos, pictures of allowed game-texture
+and artwork packages no other model or calibration uses (``TRAIN_PACKAGES``, with
+their 2x2 tiles) and procedural scenes; edits come from the *seen* families of
+``training.edits`` only (copy, re-render, and the layout- and colour-breaking
+ones: deep crops, tilts, grey levels, hue turns, line drawings). The match threshold
 is then calibrated by ``training.calibrate_transform`` on val-split photos,
 with the query views the service uses (run as the last step here).
 
@@ -19,6 +22,7 @@ Latents are cached in ``--run-dir`` and training resumes from its checkpoint.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -26,51 +30,93 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 from origin_id.indexer.transform import LinearTransform, TransformConfig
 from origin_id.models.vae import load_vae, preprocess, vae_fingerprint
-from training.data import allowed_photos, photo_tiles, photos_in_split, procedural_image
+from training.data import (
+    allowed_photos,
+    dedupe,
+    grainy_image,
+    is_flat,
+    iter_tiles,
+    package_images,
+    photo_tiles,
+    photos_in_split,
+    procedural_image,
+)
 from training.edits import random_seen_edit
+from training.fetch_data import unpack_package
 from training.plots import plot_curve
 
+#: Allowed packages no other model or calibration uses: game textures and artwork.
+TRAIN_PACKAGES = ["supertuxkart-data", "debian-edu-artwork-buster", "debian-edu-artwork-emerald",
+                  "debian-edu-artwork-homeworld", "debian-edu-artwork-softwaves", "debian-edu-artwork-spacefun"]
 
-def build_origins(n: int, seed: int, size: int = 320, min_tile: int = 160):
-    """Distinct origins: non-overlapping tiles of each *train-split* photo (hard
-    negatives of each other), then procedural scenes up to ``n``. Val photos are
-    kept for calibration and test photos for the benchmarks."""
+
+def package_origins(packages: list[str], debs: Path, size: int) -> list[list]:
+    """Pictures of ``packages``, near-duplicates dropped; each picture with 2x2 tiles of
+    it when it is large enough (hard negatives of each other), as one group."""
+    pictures = [im for pkg in packages for im in package_images(unpack_package(pkg, debs))]
+    pictures = dedupe([im for im in pictures if not is_flat(im, min_std=8.0)])
+    groups = []
+    for im in pictures:
+        group = [im.resize((size, size), Image.Resampling.BICUBIC)]
+        if min(im.size) >= 2 * 192:
+            group += [t.resize((size, size), Image.Resampling.BICUBIC) for t in iter_tiles(im, 2)
+                      if not is_flat(t, min_std=8.0)]
+        groups.append(group)
+    return groups
+
+
+def build_origins(n: int, seed: int, size: int = 320, min_tile: int = 160,
+                  packages: list[str] = (), debs: Path = Path(".data/train-extra")):
+    """Distinct origins: non-overlapping tiles of each *train-split* photo, pictures of
+    ``packages`` with their tiles (hard negatives of each other), then procedural scenes
+    and grain fields up to ``n``. Val photos are kept for calibration and test photos
+    for the benchmarks."""
     rng = np.random.default_rng(seed)
     groups: list[list] = []
     for photo in photos_in_split("train", allowed_photos()):
         groups.append(photo_tiles(photo, size, min_tile))
+    if packages:
+        groups += package_origins(list(packages), debs, size)
     rng.shuffle(groups)
     origins = [tile for group in groups for tile in group][:n]
-    origins += [procedural_image(seed * 100_003 + i, size=size) for i in range(n - len(origins))]
+    extra = n - len(origins)
+    origins += [procedural_image(seed * 100_003 + i, size=size) if i % 4 else grainy_image(seed * 100_003 + i, size)
+                for i in range(extra)]
     return origins
 
 
 @torch.inference_mode()
-def encode_latents(vae, images, batch: int = 16, desc: str = "latents") -> np.ndarray:
+def encode_latents(vae, images, batch: int = 16, desc: str = "latents", progress: bool = True) -> np.ndarray:
     out = []
-    for start in tqdm(range(0, len(images), batch), desc=desc, unit="batch", dynamic_ncols=True):
+    for start in tqdm(range(0, len(images), batch), desc=desc, unit="batch", dynamic_ncols=True,
+                      disable=not progress):
         x = preprocess(images[start:start + batch])
         out.append(vae.encode(x).latent_dist.mean.flatten(1).float().numpy())
     return np.concatenate(out)
 
 
-def make_latent_set(vae, n_origins: int, per_origin: int, seed: int, cache: Path) -> np.ndarray:
+def make_latent_set(vae, n_origins: int, per_origin: int, seed: int, cache: Path,
+                    packages: list[str] = (), debs: Path = Path(".data/train-extra")) -> np.ndarray:
     """(n_origins, per_origin, latent_dim): instance 0 is the origin, the rest are edits."""
     if cache.exists():
         data = np.load(cache)
         if data.shape[:2] == (n_origins, per_origin):
             return data
     rng = np.random.default_rng(seed + 1)
-    origins = build_origins(n_origins, seed)
-    images = []
-    for origin in tqdm(origins, desc="edits", unit="origin", dynamic_ncols=True):
-        images.append(origin)
-        images.extend(random_seen_edit(origin, rng) for _ in range(per_origin - 1))
-    latents = encode_latents(vae, images).reshape(n_origins, per_origin, -1)
+    origins = build_origins(n_origins, seed, packages=packages, debs=debs)
+    chunks = []  # edited and encoded a chunk at a time: all the edited images would not fit in memory
+    for start in tqdm(range(0, n_origins, 128), desc="edits + latents", unit="chunk", dynamic_ncols=True):
+        images = []
+        for origin in origins[start:start + 128]:
+            images.append(origin)
+            images.extend(random_seen_edit(origin, rng) for _ in range(per_origin - 1))
+        chunks.append(encode_latents(vae, images, progress=False))
+    latents = np.concatenate(chunks).reshape(n_origins, per_origin, -1)
     np.save(cache, latents)
     return latents
 
@@ -92,7 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vae", default="indexer/default_model/vae", help="HF id or directory")
     p.add_argument("--out", type=Path, default=Path(".data/runs/transform.safetensors"))
     p.add_argument("--run-dir", type=Path, default=Path(".data/runs/transform-checkpoints"))
-    p.add_argument("--origins", type=int, default=1500)
+    p.add_argument("--origins", type=int, default=6000)
+    p.add_argument("--packages", default=",".join(TRAIN_PACKAGES),
+                   help="comma-separated Debian packages of extra origins ('' for photos and scenes only)")
+    p.add_argument("--debs", type=Path, default=Path(".data/train-extra"), help="where packages are unpacked")
     p.add_argument("--instances", type=int, default=4, help="K: origin + K-1 edits per class")
     p.add_argument("--per-batch", type=int, default=32, help="P: origins per batch")
     p.add_argument("--rank", type=int, default=512)
@@ -110,8 +159,11 @@ def main(argv: list[str] | None = None) -> None:
 
     vae = load_vae(args.vae).eval()
     fingerprint = vae_fingerprint(vae)
+    packages = [p for p in args.packages.split(",") if p]
+    tag = hashlib.sha256(",".join(packages).encode()).hexdigest()[:8]
     latents = make_latent_set(vae, args.origins, args.instances, args.seed,
-                              args.run_dir / f"latents-{fingerprint}-{args.origins}x{args.instances}.npy")
+                              args.run_dir / f"latents-{fingerprint}-{tag}-{args.origins}x{args.instances}.npy",
+                              packages, args.debs)
     train = torch.from_numpy(latents)
     n_classes, k, dim = train.shape
     print(f"{n_classes} training origins x {k} instances; latent dim {dim}")

@@ -13,14 +13,32 @@ def unit(rows):
     return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
 
 
-def test_background_score_is_the_kth_neighbour_of_the_best_view():
+def test_background_score_is_the_kth_nearest_image_each_met_by_the_best_view():
     background = unit(np.eye(4))  # four orthogonal images
     bg = BackgroundSet(background, "m", k=2)
-    # View 0 resembles images 0 and 1 (0.8, 0.6); view 1 only image 2.
+    # View 0 resembles images 0 and 1 (0.8, 0.6); view 1 is image 2 itself.
     views = unit([[0.8, 0.6, 0, 0], [0, 0, 1, 0]])
-    assert bg.score(views) == pytest.approx(0.6)  # the 2nd neighbour of view 0; view 1's is 0
+    assert bg.score(views) == pytest.approx(0.8)  # images met at 1.0 (view 1), 0.8, 0.6 (view 0), 0
     assert BackgroundSet(background, "m", k=1).score(views) == pytest.approx(1.0)
-    np.testing.assert_allclose(bg.scores(np.stack([views, views[::-1]])), [0.6, 0.6], atol=1e-6)
+    assert BackgroundSet(background, "m", k=3).score(views) == pytest.approx(0.6)
+    np.testing.assert_allclose(bg.scores(np.stack([views, views[::-1]])), [0.8, 0.8], atol=1e-6)
+    # The calibrated weight scales it: 0 is the raw score's rule.
+    assert BackgroundSet(background, "m", k=2, weight=0.5).score(views) == pytest.approx(0.4)
+    assert BackgroundSet(background, "m", k=2, weight=0.0).score(views) == 0.0
+
+
+def test_background_images_are_met_by_their_regions_when_references_are():
+    # Two background images of two rows each (whole, one region); the query resembles
+    # image 0's region and image 1 whole.
+    layout = ((0.0, 0.0, 0.5, 0.5),)
+    rows = unit([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    bg = BackgroundSet(rows, "m", k=2, per_image=2, layout=layout)
+    views = unit([[0, 0.9, 0.436, 0]])
+    assert bg.images == 2
+    assert bg.score(views) == pytest.approx(0.436, abs=1e-3)  # image 0 at 0.9 (region), image 1 at 0.436
+    assert bg.score(views, regions=False) == pytest.approx(0.0, abs=1e-6)  # whole rows only: 0.0 and 0.436
+    with pytest.raises(ValueError, match="do not split"):
+        BackgroundSet(rows[:3], "m", k=1, per_image=2, layout=layout)
 
 
 def test_a_background_set_round_trips_and_refuses_a_k_it_cannot_hold(tmp_path):
@@ -29,9 +47,14 @@ def test_a_background_set_round_trips_and_refuses_a_k_it_cannot_hold(tmp_path):
     bg.save(tmp_path / "b.safetensors")
     back = BackgroundSet.load(tmp_path / "b.safetensors")
     assert (back.model_version, back.k, back.match_margin, back.calibration) == ("id2-x", 5, 0.123, {"fpr": 0.01})
+    assert (back.per_image, back.layout) == (1, ())
     np.testing.assert_allclose(back.vectors, vectors, atol=1e-3)  # kept as float16
     with pytest.raises(ValueError, match="k = 30"):
         BackgroundSet(vectors, "m", k=30)
+    layout = ((0.25, 0.25, 0.75, 0.75),)
+    BackgroundSet(vectors, "id2-x", k=3, per_image=2, layout=layout, weight=0.6).save(tmp_path / "r.safetensors")
+    back = BackgroundSet.load(tmp_path / "r.safetensors")
+    assert (back.per_image, back.layout, back.images, back.weight) == (2, layout, 10, 0.6)
 
 
 def test_the_bundle_refuses_a_background_set_of_other_weights(tmp_path, bundle):

@@ -30,14 +30,15 @@ def test_index_is_reloaded_or_rebuilt_with_the_same_answers(settings, bundle, im
     second.index.dirty = False
     second.close()
     third = OriginIndex.open(settings, bundle=bundle)
-    assert third.load_report == "loaded" and len(third.index) == len(images) + 1
+    per_reference = 1 + len(settings.region_layout)  # the index holds every region's vector
+    assert third.load_report == "loaded" and len(third.index) == (len(images) + 1) * per_reference
     expected = answers(third, queries)
     third.close()
 
     (folder / "base.faiss").write_bytes(b"garbage" * 100)
     fourth = OriginIndex.open(settings, bundle=bundle)
     assert "no usable saved index" in fourth.load_report
-    assert answers(fourth, queries) == expected and len(fourth.index) == len(images) + 1
+    assert answers(fourth, queries) == expected and len(fourth.index) == (len(images) + 1) * per_reference
     fourth.close()
 
 
@@ -63,3 +64,41 @@ def test_query_flip_finds_mirrored_copies(settings, bundle, images, reference_im
         assert scores == sorted(scores, reverse=True)
     finally:
         flipping.close()
+
+
+def test_reference_regions_find_cropped_copies(settings, bundle, images, reference_images):
+    """Each reference is stored and indexed whole and by its regions; a query cropped to
+    about its centre half meets its origin through a region, far above the whole image."""
+    import io
+
+    from PIL import Image
+
+    from origin_id.indexer.embedder import Embedder
+    from origin_id.indexer.query_views import query_batch
+
+    def decode_rgb(data: bytes) -> Image.Image:
+        return Image.open(io.BytesIO(data)).convert("RGB")
+
+    picks = (1, 4, 7, 10)
+    crops = []
+    for i in picks:
+        w, h = reference_images[i].size
+        crops.append(encode(reference_images[i].crop((round(w * 0.22), round(h * 0.22),
+                                                      round(w * 0.78), round(h * 0.78)))))
+    origin = OriginIndex.open(settings, bundle=bundle)
+    assert settings.reference_regions  # the default
+    try:
+        refs = [o.reference for o in origin.pipeline.run(IngestItem.from_bytes(d) for d in images)]
+        per_reference = 1 + len(settings.region_layout)
+        assert len(origin.index) == len(images) * per_reference
+        assert len(origin.store.candidates(range(1, 10 * len(origin.index)))) == len(origin.index)  # PostgreSQL too
+        answers = [origin.identify(q, top_k=1).candidates[0] for q in crops]
+        assert [a.reference.id for a in answers] == [refs[i].id for i in picks]
+        # Whole images only, scored as the service would without regions.
+        plain = Embedder(bundle)
+        whole = plain.embed([decode_rgb(images[i]) for i in picks])
+        without = [float((plain.project(plain.encode(query_batch(decode_rgb(q)))) @ whole[j]).max())
+                   for j, q in enumerate(crops)]
+        assert all(a.score > w + 0.1 for a, w in zip(answers, without)), (answers, without)
+    finally:
+        origin.close()

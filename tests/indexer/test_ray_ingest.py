@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import ProgrammingError
 
 from origin_id.indexer.embedder import Embedder
+from origin_id.indexer.regions import DEFAULT_LAYOUT
 from origin_id.indexer.store.postgres import PostgresStore
 from origin_id.indexer.store.schema import embeddings, references
 from origin_id.server.cli import main
@@ -49,11 +50,12 @@ def test_ray_ingest_writes_what_the_service_would_and_reports_failures(database_
     failed = [json.loads(line) for line in report.read_text().splitlines()]
     assert len(failed) == 1 and "missing.png" in failed[0]["error"] and failed[0]["where"].endswith("m.jsonl:2")
     store, refs, distinct, vectors = counts(database_url)
-    assert (refs, distinct, vectors) == (12, 12, 12)
+    per_reference = 1 + len(DEFAULT_LAYOUT)  # whole image and regions, as the service stores them
+    assert (refs, distinct, vectors) == (12, 12, 12 * per_reference)
     # The vectors are the service's: the same model on the same 256 px view.
-    stored = store.candidates([1])[1]
-    expected = Embedder(bundle).embed([images[0]])[0]
-    np.testing.assert_allclose(stored[1], expected, atol=1e-3)  # stored as float16
+    stored = store.candidates(range(1, per_reference + 1))
+    expected = Embedder(bundle, layout=DEFAULT_LAYOUT).reference_vectors([images[0]])[0]
+    np.testing.assert_allclose(np.stack([stored[i][1] for i in sorted(stored)]), expected, atol=1e-3)
     store.close()
     assert main(["ingest", str(folder), *where]) == 0
     assert "12 already present" in capsys.readouterr().out
@@ -92,4 +94,4 @@ def test_a_killed_ray_ingest_run_again_loses_nothing_and_duplicates_nothing(data
     assert f"{96 - partial} new, {partial} already present" in again.stdout
     store, refs, distinct, vectors = counts(database_url)
     store.close()
-    assert (refs, distinct, vectors) == (96, 96, 96)
+    assert (refs, distinct, vectors) == (96, 96, 96 * (1 + len(DEFAULT_LAYOUT)))

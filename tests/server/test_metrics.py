@@ -32,7 +32,8 @@ def test_metrics_endpoint_counts_calls_stages_and_state(settings, origin, images
     for line in ['origin_id_requests_total{code="OK",method="IdentifyOrigin"} 1.0',
                  'origin_id_requests_total{code="NOT_FOUND",method="GetReference"} 1.0',
                  'origin_id_ingested_images_total{outcome="new"} 1.0',
-                 "origin_id_index_vectors 1.0", "origin_id_postgres_up 1.0", "origin_id_admitted_calls 0.0"]:
+                 f"origin_id_index_vectors {1.0 + len(settings.region_layout)}",  # the reference and its regions
+                 "origin_id_postgres_up 1.0", "origin_id_admitted_calls 0.0"]:
         assert line in text, line
     for stage in ("decode", "embed", "search", "detectors", "read", "write"):
         assert f'origin_id_stage_seconds_count{{stage="{stage}"}}' in text, stage

@@ -25,9 +25,14 @@ def add_all(client, images, collection="news"):
 
 
 def row_counts(origin):
+    """(reference rows, their sets of vector rows): each reference has one vector row per
+    region it is indexed by (``reference_regions``), written together or not at all."""
+    per_reference = 1 + len(origin.settings.region_layout)
     with origin.store.engine.connect() as conn:
-        return (conn.execute(select(func.count()).select_from(references)).scalar_one(),
-                conn.execute(select(func.count()).select_from(embeddings)).scalar_one())
+        refs = conn.execute(select(func.count()).select_from(references)).scalar_one()
+        rows = conn.execute(select(func.count()).select_from(embeddings)).scalar_one()
+    assert rows % per_reference == 0, (rows, per_reference)
+    return refs, rows // per_reference
 
 
 def expect_status(code, fn, *args, match=""):
@@ -62,7 +67,8 @@ def test_edited_copies_are_traced_to_their_origin(client, images, reference_imag
     assert reply.match_threshold > 0 and reply.query_width == reference_images[4].width
     # The decision is the margin over the background score (the raw score without a set).
     assert reply.match_score == pytest.approx(top.score - reply.background_score, abs=1e-5)
-    assert (reply.background_score > 0) == (origin.bundle.background is not None)
+    background = origin.bundle.background
+    assert (reply.background_score > 0) == (background is not None and background.weight > 0)
     verdict = reply.inpainting  # the bundled detectors run on every query
     assert verdict.available and 0.0 <= verdict.probability <= 1.0
     assert verdict.decision_threshold == pytest.approx(origin.bundle.inpainting.threshold)
@@ -91,7 +97,7 @@ def test_re_adding_is_idempotent(client, images, origin):
     single = client.add(images[0], collection="news")
     assert not single.created and single.reference.id == first[0].reference.id
     assert row_counts(origin) == (5, 5)
-    assert client.stats().indexed_vectors == 5
+    assert client.stats().indexed_vectors == 5 * (1 + len(origin.settings.region_layout))
 
 
 def test_collections_scope_queries(client, images):
@@ -106,7 +112,7 @@ def test_collections_scope_queries(client, images):
     assert {c.name: c.references for c in stats.collections} == {"agency-a": 1, "agency-b": 1}
 
 
-def test_delete_takes_effect_at_once(client, images):
+def test_delete_takes_effect_at_once(client, images, origin):
     replies = add_all(client, images[:6])
     victim = replies[2].reference
     deleted = client.delete(victim.id)
@@ -117,7 +123,7 @@ def test_delete_takes_effect_at_once(client, images):
     expect_status(grpc.StatusCode.NOT_FOUND, client.delete, victim.id)
     by_key = client.delete(0, collection="news", external_id="img-3")
     assert by_key.id == replies[3].reference.id
-    assert client.stats().indexed_vectors == 4
+    assert client.stats().indexed_vectors == 4 * (1 + len(origin.settings.region_layout))
 
 
 def test_get_by_id_and_external_id(client, images):
