@@ -48,7 +48,7 @@ train-vae: fetch-data
 	$(BIN)/python -m training.train_vae --minutes 110 --steps 6000 --out $(RUNS)/vae
 
 train-transform: fetch-data
-	$(BIN)/python -m training.train_transform --origins 2000 --out $(RUNS)/transform.safetensors
+	$(BIN)/python -m training.train_transform --out $(RUNS)/transform.safetensors
 
 ## The small CNN inpainter behind the training-only `cnn` fill.
 train-inpainter: fetch-data

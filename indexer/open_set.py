@@ -44,19 +44,22 @@ class BackgroundSet:
     match_margin: float = 0.1
     #: How the margin was chosen (data sets, targets, measured rates).
     calibration: dict[str, Any] = field(default_factory=dict)
-    #: Rows per background image: the whole image, then its regions (``layout``).
-    per_image: int = 1
-    #: The region layout the rows after the first were cut by.
+    #: The region layout each image's rows after the first (the whole image) were cut by.
     layout: tuple = ()
     #: What the k-th similarity counts for in the background score (calibrated; 1 = plain margin).
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.per_image != 1 + len(self.layout) or len(self.vectors) % self.per_image:
+        if len(self.vectors) % self.per_image:
             raise ValueError(f"{len(self.vectors)} background vectors do not split into images of "
                              f"{self.per_image} rows (1 + {len(self.layout)} regions)")
         if not 1 <= self.k <= self.images:
             raise ValueError(f"k = {self.k} needs at least that many background images, got {self.images}")
+
+    @property
+    def per_image(self) -> int:
+        """Rows per background image: the whole image, then its regions."""
+        return 1 + len(self.layout)
 
     @property
     def images(self) -> int:
@@ -95,5 +98,5 @@ class BackgroundSet:
         layout = tuple(tuple(b) for b in json.loads(meta.get("layout") or "[]"))
         return cls(vectors=load_file(str(path))["vectors"].astype(np.float32), model_version=meta["model_version"],
                    k=int(meta["k"]), match_margin=float(meta["match_margin"]),
-                   calibration=json.loads(meta.get("calibration") or "{}"), per_image=1 + len(layout), layout=layout,
+                   calibration=json.loads(meta.get("calibration") or "{}"), layout=layout,
                    weight=float(meta.get("weight", "1.0")))

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     _, score_neg = top1_scores(q_neg, gallery)
     # Weight 1 while scoring: the saved margins are the plain ones, whatever weight is chosen.
     bg = BackgroundSet(background.reshape(-1, background.shape[-1]), bundle.version, k=args.k,
-                       per_image=background.shape[1], layout=embedder.layout, weight=1.0)
+                       layout=embedder.layout, weight=1.0)
     scores = {"score_pos": score_pos, "score_neg": score_neg, "margin_pos": score_pos - bg.scores(q_pos),
               "margin_neg": score_neg - bg.scores(q_neg), "correct": best_pos == np.array(truth)}
     args.out.parent.mkdir(parents=True, exist_ok=True)

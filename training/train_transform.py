@@ -50,6 +50,8 @@ from training.edits import random_seen_edit
 from training.fetch_data import unpack_package
 from training.plots import plot_curve
 
+#: Where the extra packages are unpacked (``training.fetch_data.unpack_package``).
+TRAIN_DEBS = Path(".data/train-extra")
 #: Allowed packages no other model or calibration uses: game textures and artwork.
 TRAIN_PACKAGES = ["supertuxkart-data", "debian-edu-artwork-buster", "debian-edu-artwork-emerald",
                   "debian-edu-artwork-homeworld", "debian-edu-artwork-softwaves", "debian-edu-artwork-spacefun"]
@@ -71,7 +73,7 @@ def package_origins(packages: list[str], debs: Path, size: int) -> list[list]:
 
 
 def build_origins(n: int, seed: int, size: int = 320, min_tile: int = 160,
-                  packages: list[str] = (), debs: Path = Path(".data/train-extra")):
+                  packages: list[str] = (), debs: Path = TRAIN_DEBS):
     """Distinct origins: non-overlapping tiles of each *train-split* photo, pictures of
     ``packages`` with their tiles (hard negatives of each other), then procedural scenes
     and grain fields up to ``n``. Val photos are kept for calibration and test photos
@@ -101,7 +103,7 @@ def encode_latents(vae, images, batch: int = 16, desc: str = "latents", progress
 
 
 def make_latent_set(vae, n_origins: int, per_origin: int, seed: int, cache: Path,
-                    packages: list[str] = (), debs: Path = Path(".data/train-extra")) -> np.ndarray:
+                    packages: list[str] = (), debs: Path = TRAIN_DEBS) -> np.ndarray:
     """(n_origins, per_origin, latent_dim): instance 0 is the origin, the rest are edits."""
     if cache.exists():
         data = np.load(cache)
@@ -141,11 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--origins", type=int, default=6000)
     p.add_argument("--packages", default=",".join(TRAIN_PACKAGES),
                    help="comma-separated Debian packages of extra origins ('' for photos and scenes only)")
-    p.add_argument("--debs", type=Path, default=Path(".data/train-extra"), help="where packages are unpacked")
+    p.add_argument("--debs", type=Path, default=TRAIN_DEBS, help="where packages are unpacked")
     p.add_argument("--instances", type=int, default=4, help="K: origin + K-1 edits per class")
     p.add_argument("--per-batch", type=int, default=32, help="P: origins per batch")
     p.add_argument("--rank", type=int, default=512)
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=8000)
     p.add_argument("--lr", type=float, default=3.5e-4)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--ema", type=float, default=0.9999)

@@ -32,13 +32,13 @@ def test_background_images_are_met_by_their_regions_when_references_are():
     # image 0's region and image 1 whole.
     layout = ((0.0, 0.0, 0.5, 0.5),)
     rows = unit([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
-    bg = BackgroundSet(rows, "m", k=2, per_image=2, layout=layout)
+    bg = BackgroundSet(rows, "m", k=2, layout=layout)
     views = unit([[0, 0.9, 0.436, 0]])
     assert bg.images == 2
     assert bg.score(views) == pytest.approx(0.436, abs=1e-3)  # image 0 at 0.9 (region), image 1 at 0.436
     assert bg.score(views, regions=False) == pytest.approx(0.0, abs=1e-6)  # whole rows only: 0.0 and 0.436
     with pytest.raises(ValueError, match="do not split"):
-        BackgroundSet(rows[:3], "m", k=1, per_image=2, layout=layout)
+        BackgroundSet(rows[:3], "m", k=1, layout=layout)
 
 
 def test_a_background_set_round_trips_and_refuses_a_k_it_cannot_hold(tmp_path):
@@ -52,7 +52,7 @@ def test_a_background_set_round_trips_and_refuses_a_k_it_cannot_hold(tmp_path):
     with pytest.raises(ValueError, match="k = 30"):
         BackgroundSet(vectors, "m", k=30)
     layout = ((0.25, 0.25, 0.75, 0.75),)
-    BackgroundSet(vectors, "id2-x", k=3, per_image=2, layout=layout, weight=0.6).save(tmp_path / "r.safetensors")
+    BackgroundSet(vectors, "id2-x", k=3, layout=layout, weight=0.6).save(tmp_path / "r.safetensors")
     back = BackgroundSet.load(tmp_path / "r.safetensors")
     assert (back.per_image, back.layout, back.images, back.weight) == (2, layout, 10, 0.6)
 
