@@ -7,7 +7,7 @@ DATA   ?= .data
 RUNS   ?= $(DATA)/runs
 BUNDLED := indexer/default_model
 
-.PHONY: install demo test test-slow lint proto fetch-data train-vae train-transform train-inpainter \
+.PHONY: install demo test test-slow lint proto fetch-data train-vae train-invariant-encoder train-transform train-inpainter \
 	train-detectors promote-vae promote-transform promote-inpainter promote-detectors \
 	calibrate-open-set promote-background bench-heldout \
 	bench-service bench-identify bench-inpainting clean
@@ -46,6 +46,10 @@ fetch-data: install
 
 train-vae: fetch-data
 	$(BIN)/python -m training.train_vae --minutes 110 --steps 6000 --out $(RUNS)/vae
+
+## The encoder fine-tuned with W for edit invariance (decoder frozen); resumable: run it again to go on.
+train-invariant-encoder: fetch-data
+	$(BIN)/python -m training.train_invariant_encoder --minutes 90
 
 train-transform: fetch-data
 	$(BIN)/python -m training.train_transform --out $(RUNS)/transform.safetensors
