@@ -50,13 +50,17 @@ def test_postgres_killed_under_load_is_unavailable_then_serving_again_without_a_
     codes: list[tuple[float, str]] = []
     stop = threading.Event()
 
+    calls: list[tuple[float, float]] = []  # (start, end) of each call, beside its code
+
     def load() -> None:  # a client querying all along
         while not stop.is_set():
+            start = time.monotonic()
             try:
                 client.identify(images[1], top_k=2)
                 codes.append((time.monotonic(), "OK"))
             except grpc.RpcError as exc:
                 codes.append((time.monotonic(), exc.code().name))
+            calls.append((start, codes[-1][0]))
     threading.Thread(target=load, daemon=True).start()
     time.sleep(1.0)
     killed = time.monotonic()
@@ -74,7 +78,10 @@ def test_postgres_killed_under_load_is_unavailable_then_serving_again_without_a_
     time.sleep(0.5)
     after = [(t - killed, code) for t, code in codes if t >= killed]
     unavailable = [t for t, code in after if code == "UNAVAILABLE"]
-    assert unavailable and unavailable[0] <= 1.0, after[:10]
+    # Within a second of the client being free to ask: a query in flight at the kill may
+    # take longer than that on a loaded host before its own answer comes back.
+    free = max([end - killed for start, end in calls if start < killed <= end], default=0.0)
+    assert unavailable and unavailable[0] <= free + 1.0, (free, after[:10])
     assert {code for _, code in after} <= {"OK", "UNAVAILABLE"}, {code for _, code in after}
     down = next(t for t, s in statuses if s == "NOT_SERVING")
     back = next(t for t, s in statuses if s == "SERVING" and t > down)
