@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> None:
     model.vae.save_pretrained(out / "vae")
     transform = model.transform
     transform.config.vae_fingerprint = vae_fingerprint(model.vae)
+    # The start's threshold was calibrated for the start's embedding: dropped, so that
+    # ``training.promote`` refuses this W until ``training.calibrate_transform`` has run.
+    transform.config.calibration = {}
     transform.config.training = {"script": "training/train_invariant_encoder.py", "loss": "InfoNCE",
                                  "temperature": args.temperature, "steps": step, "lr": args.lr,
                                  "per_batch": args.per_batch, "origins": len(origins),

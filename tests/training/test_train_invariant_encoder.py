@@ -38,6 +38,7 @@ def test_training_moves_the_encoder_only_and_resumes(tmp_path, capsys):
     transform = LinearTransform.load(tmp_path / "result" / "transform.safetensors")
     assert transform.config.vae_fingerprint == vae_fingerprint(tuned) != vae_fingerprint(start)
     assert transform.config.training["steps"] == 3
+    assert transform.config.calibration == {}  # the start's threshold is not reused: promote refuses it
     assert not torch.equal(transform.linear.weight, LinearTransform.load(START_W).linear.weight)
 
 
