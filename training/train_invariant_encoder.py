@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from training.data import allowed_photos, photo_tiles, photos_in_split, procedur
 from training.edits import random_seen_edit
 from training.plots import plot_curve
 from training.train_transform import TRAIN_DEBS, TRAIN_PACKAGES, build_origins
-from training.train_vae import gradient_l1
+from training.train_vae import lr_at, reconstruction_loss
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -161,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     deadline, last_save = time.monotonic() + args.minutes * 60, time.monotonic()
     bar = tqdm(total=args.steps, initial=step, desc="invariant encoder", unit="step", dynamic_ncols=True)
     while step < args.steps and time.monotonic() < deadline:
-        lr = args.lr * min(1.0, (step + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        lr = lr_at(step, args.steps, args.lr, warmup=100)
         for group in opt.param_groups:
             group["lr"] = lr
         picked = [origins[int(i)] for i in rng.choice(len(origins), args.per_batch, replace=False)]
@@ -174,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         contrastive = info_nce(embedded[:args.per_batch], embedded[args.per_batch:], args.temperature)
         originals = preprocess(picked[:args.recon_images]).contiguous()
         recon = model.vae.decode(model.latents(originals)).sample
-        reconstruction = (recon - originals).abs().mean() + 0.5 * gradient_l1(recon, originals)
+        reconstruction = reconstruction_loss(recon, originals)
         loss = contrastive + args.recon_weight * reconstruction
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -47,20 +47,18 @@ def test_postgres_killed_under_load_is_unavailable_then_serving_again_without_a_
     client, data_dir = served
     for data in images[:4]:
         client.add(data)
-    codes: list[tuple[float, str]] = []
+    codes: list[tuple[float, float, str]] = []  # (start, end, status) of each call
     stop = threading.Event()
-
-    calls: list[tuple[float, float]] = []  # (start, end) of each call, beside its code
 
     def load() -> None:  # a client querying all along
         while not stop.is_set():
             start = time.monotonic()
             try:
                 client.identify(images[1], top_k=2)
-                codes.append((time.monotonic(), "OK"))
+                code = "OK"
             except grpc.RpcError as exc:
-                codes.append((time.monotonic(), exc.code().name))
-            calls.append((start, codes[-1][0]))
+                code = exc.code().name
+            codes.append((start, time.monotonic(), code))
     threading.Thread(target=load, daemon=True).start()
     time.sleep(1.0)
     killed = time.monotonic()
@@ -76,11 +74,11 @@ def test_postgres_killed_under_load_is_unavailable_then_serving_again_without_a_
         time.sleep(0.05)
     stop.set()
     time.sleep(0.5)
-    after = [(t - killed, code) for t, code in codes if t >= killed]
+    after = [(end - killed, code) for _, end, code in codes if end >= killed]
     unavailable = [t for t, code in after if code == "UNAVAILABLE"]
     # Within a second of the client being free to ask: a query in flight at the kill may
     # take longer than that on a loaded host before its own answer comes back.
-    free = max([end - killed for start, end in calls if start < killed <= end], default=0.0)
+    free = max([end - killed for start, end, _ in codes if start < killed <= end], default=0.0)
     assert unavailable and unavailable[0] <= free + 1.0, (free, after[:10])
     assert {code for _, code in after} <= {"OK", "UNAVAILABLE"}, {code for _, code in after}
     down = next(t for t, s in statuses if s == "NOT_SERVING")
