@@ -113,7 +113,8 @@ def served(client: OriginClient, queries: list[dict]) -> list[dict]:
                         "top5": [(c.reference.external_id, c.score) for c in r.candidates],
                         "match": r.match, "threshold": r.match_threshold, "model": r.model_version,
                         "match_score": r.match_score, "background_score": r.background_score,
-                        "inpainted": r.inpainting.inpainted,
+                        "inpainted": r.inpainting.inpainted, "basis": r.match_basis,
+                        "inliers": [c.inliers for c in r.candidates],
                         "ms": (time.monotonic() - start) * 1000})
     return answers
 
@@ -209,6 +210,10 @@ def figures(queries: list[dict], answers: list[dict]) -> dict:
                    for i in [*positives, *negatives]]
         out["decision accuracy, all queries"] = float(np.mean(decided))
         out["positives declared a match"] = float(np.mean([answers[i]["match"] for i in positives]))
+        if any(a.get("basis") == "verified" for a in answers):
+            out["declared by keypoint verification: positives / no-origin"] = [
+                float(np.mean([answers[i].get("basis") == "verified" for i in rows]))
+                for rows in (positives, negatives)]
     pos_scores = [answers[i]["score"] for i in positives if right(i)]
     neg_scores = [answers[i]["score"] for i in negatives]
     out["score: correct top-1, median / p10"] = [float(np.median(pos_scores)), float(np.percentile(pos_scores, 10))]

@@ -90,9 +90,13 @@ class Settings:
     reference_regions: bool = field(default=True, metadata={
         "help": "also index each reference by 6 crops of itself (finds cropped copies; 7 vectors per "
                 "reference instead of 1, no extra encoder pass)"})
+    verify_candidates: int = field(default=5, metadata={
+        "help": "verify this many top candidates by keypoints (geometric verification; the top-1's inliers "
+                "enter the match decision when the model's background set is calibrated for it; 0 = off)"})
     match_threshold: float = field(default=float("nan"), metadata={
         "help": "override the model's calibrated match threshold, on the margin over the background score "
-                "when a background set is loaded (nan = use the model's)"})
+                "when a background set is loaded; it replaces the whole calibrated rule, verification "
+                "included (nan = use the model's)"})
     background: str = field(default="", metadata={
         "help": "background set (.safetensors) for open-set decisions; empty = the model directory's, "
                 "if it has one; none = decide on the raw top-1 score"})

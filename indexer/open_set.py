@@ -20,6 +20,16 @@ by (``origin_id.indexer.regions``: a query meets every reference by its best reg
 it meets the background images the same way), the ``k`` used and the calibrated margin with the record of
 its calibration (``training/calibrate_open_set.py``). It is optional: a model without
 one decides on the raw score and its transform's threshold, as before.
+
+Geometric verification (``origin_id.indexer.local_features``) adds a second way to a
+match: the top-1 candidate's keypoint inliers. A crop, a tilt or a picture inside a post
+scores low on the global embedding although its keypoints fit its origin's, while
+look-alikes score high and fit poorly. So, when calibrated (``verify_inliers`` > 0),
+
+    match  =  match_score >= match_margin
+              or (inliers >= verify_inliers and match_score >= verify_margin)
+
+with all three values chosen together for the target false-match rate.
 """
 
 from __future__ import annotations
@@ -48,6 +58,10 @@ class BackgroundSet:
     layout: tuple = ()
     #: What the k-th similarity counts for in the background score (calibrated; 1 = plain margin).
     weight: float = 1.0
+    #: Verified matches: this many keypoint inliers with the top-1 (0 = rule off) ...
+    verify_inliers: int = 0
+    #: ... and a match score of at least this.
+    verify_margin: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.vectors) % self.per_image:
@@ -76,6 +90,12 @@ class BackgroundSet:
         best = per_image.max(axis=2) if regions else per_image[:, :, 0]
         return self.weight * np.partition(best, -self.k, axis=1)[:, -self.k]
 
+    def decide(self, match_score: float, inliers: int) -> bool:
+        """The match decision from the top-1's match score and keypoint inliers (-1: not verified)."""
+        if match_score >= self.match_margin:
+            return True
+        return bool(self.verify_inliers) and inliers >= self.verify_inliers and match_score >= self.verify_margin
+
     def score(self, views: np.ndarray, regions: bool = True) -> float:
         """One query's background score from its views (v, dim)."""
         return float(self.scores(views[None], regions)[0])
@@ -83,7 +103,8 @@ class BackgroundSet:
     def save(self, path: Path) -> None:
         meta = {"model_version": self.model_version, "k": str(self.k), "match_margin": repr(self.match_margin),
                 "calibration": json.dumps(self.calibration), "layout": json.dumps([list(b) for b in self.layout]),
-                "weight": repr(self.weight)}
+                "weight": repr(self.weight), "verify_inliers": str(self.verify_inliers),
+                "verify_margin": repr(self.verify_margin)}
         save_file({"vectors": self.vectors.astype(np.float16)}, str(path), metadata=meta)
 
     @classmethod
@@ -99,4 +120,5 @@ class BackgroundSet:
         return cls(vectors=load_file(str(path))["vectors"].astype(np.float32), model_version=meta["model_version"],
                    k=int(meta["k"]), match_margin=float(meta["match_margin"]),
                    calibration=json.loads(meta.get("calibration") or "{}"), layout=layout,
-                   weight=float(meta.get("weight", "1.0")))
+                   weight=float(meta.get("weight", "1.0")), verify_inliers=int(meta.get("verify_inliers", "0")),
+                   verify_margin=float(meta.get("verify_margin", "0.0")))

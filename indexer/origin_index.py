@@ -13,16 +13,18 @@ import logging
 import math
 import threading
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from origin_id.detectors.analyzer import InpaintingResult
 from origin_id.indexer.config import Settings
 from origin_id.indexer.decode import DecodedImage, DecodeLimits
 from origin_id.indexer.embedder import Embedder
 from origin_id.indexer.errors import DatabaseUnavailable, EmptyIndex, InvalidRequest, NotFound
+from origin_id.indexer.local_features import LocalFeatures, QueryFeatures
 from origin_id.indexer.model_bundle import ModelBundle
 from origin_id.indexer.pipeline import IngestPipeline
 from origin_id.indexer.query_views import query_batch
@@ -48,6 +50,8 @@ PRUNE_EVERY_S = 3600.0
 class Candidate:
     reference: Reference
     score: float
+    #: Keypoint inliers with the query (``origin_id.indexer.local_features``); -1 = not verified.
+    inliers: int = -1
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ class Identification:
     background_score: float = 0.0
     #: None when no inpainting models are loaded (the answer says available=false).
     inpainting: InpaintingResult | None = None
+    #: "score", "verified" (by the top-1's inliers, ``BackgroundSet.decide``) or "" (no match).
+    match_basis: str = ""
 
 
 def open_store(settings: Settings) -> tuple[PostgresStore, EmbeddedPostgres | None]:
@@ -171,15 +177,48 @@ class OriginIndex:
         background = (self.bundle.background.score(vectors, regions=bool(self.embedder.layout))
                       if self.bundle.background is not None else 0.0)
         match_score = candidates[0].score - background if candidates else float("-inf")
-        match = bool(candidates) and match_score >= threshold
+        compute.stage("verify")
+        candidates = self.verify(query.image, candidates)
+        basis = self.decide(match_score, candidates[0].inliers) if candidates else ""
         verdict = None
         if self.settings.inpainting and self.bundle.inpainting is not None:
             compute.stage("detectors")
             # The same encoder pass serves both jobs: the detector reuses the query's latent.
             verdict = self.bundle.inpainting.analyze([query.image], latents[:1], inputs=x[:1],
                                                      sizes=[(query.width, query.height)])[0]
-        return Identification(query, candidates, match, threshold, match_score=match_score, inpainting=verdict,
-                              background_score=background)
+        return Identification(query, candidates, bool(basis), threshold, match_score=match_score,
+                              inpainting=verdict, background_score=background, match_basis=basis)
+
+    def verify(self, image: Image.Image, candidates: list[Candidate]) -> list[Candidate]:
+        """The candidates with their keypoint inliers, the first ``verify_candidates`` of them
+        that have stored keypoints (the others keep -1)."""
+        ranks = candidates[:self.settings.verify_candidates]
+        stored = self.store.local_features_of([c.reference.id for c in ranks]) if ranks else {}
+        if not stored:
+            return candidates
+        query = QueryFeatures.of(image)
+        verified = []
+        for c in candidates:
+            data = stored.get(c.reference.id)
+            if data is None:
+                verified.append(c)
+                continue
+            try:
+                verified.append(replace(c, inliers=query.inliers(LocalFeatures.decode(data))))
+            except ValueError as exc:  # a row this code cannot read: unverified, not an error
+                log.warning("reference %d: unreadable local features (%s)", c.reference.id, exc)
+                verified.append(c)
+        return verified
+
+    def decide(self, match_score: float, inliers: int) -> str:
+        """"score", "verified" or "" (no match): the model's calibrated rule
+        (``BackgroundSet.decide``), or the plain threshold when overridden or without a set."""
+        background = self.bundle.background
+        if not math.isnan(self.settings.match_threshold) or background is None:
+            return "score" if match_score >= self.match_threshold else ""
+        if match_score >= background.match_margin:
+            return "score"
+        return "verified" if background.decide(match_score, inliers) else ""
 
     def search(self, vectors: np.ndarray, top_k: int, collections: Collection[str] | None = None) -> list[Candidate]:
         """Best references for the query's vectors (one per view), re-read from the store.

@@ -20,10 +20,11 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
+from origin_id.indexer import local_features
 from origin_id.indexer.decode import DecodedImage, DecodeLimits, sha256_hex
 from origin_id.indexer.embedder import Embedder
 from origin_id.indexer.errors import (
@@ -140,6 +141,11 @@ def gather_batches(items: Iterable[T], size: int, linger_s: float = BATCH_LINGER
         stop.set()
 
 
+class Decoded(NamedTuple):
+    image: DecodedImage
+    local_features: bytes  # LocalFeatures.encode() of the image
+
+
 @dataclass(frozen=True)
 class _Failure:
     error: BaseException
@@ -220,10 +226,11 @@ class IngestPipeline:
                     outcomes[i].reference, outcomes[i].skipped = known[digests[i]], True
                     payloads.pop(i)
 
-    def _decode_all(self, outcomes: list[IngestOutcome], payloads: dict[int, bytes]) -> dict[int, DecodedImage]:
-        """Decoded in threads (PIL releases the GIL); undecodable items get their error."""
+    def _decode_all(self, outcomes: list[IngestOutcome], payloads: dict[int, bytes]) -> dict[int, Decoded]:
+        """Decoded, and their keypoints found, in threads (PIL and OpenCV release the GIL, so
+        this runs beside the encoder); undecodable items get their error."""
         pending = sorted(payloads)
-        decoded: dict[int, DecodedImage] = {}
+        decoded: dict[int, Decoded] = {}
         for i, result in zip(pending, self._decoder.map(self._decode, [payloads[i] for i in pending])):
             if isinstance(result, ImageError):
                 outcomes[i].error = result
@@ -231,17 +238,17 @@ class IngestPipeline:
                 decoded[i] = result
         return decoded
 
-    def _embed_and_write(self, outcomes: list[IngestOutcome], decoded: dict[int, DecodedImage]) -> None:
+    def _embed_and_write(self, outcomes: list[IngestOutcome], decoded: dict[int, Decoded]) -> None:
         """One embedding batch, one transaction; the vectors enter the index after it commits."""
         compute.stage("embed")
         order = sorted(decoded)
-        vectors = self.embedder.reference_vectors([decoded[i].image for i in order])
+        vectors = self.embedder.reference_vectors([decoded[i].image.image for i in order])
         new = [
             NewReference(
-                collection=outcomes[i].item.collection or DEFAULT_COLLECTION, sha256=decoded[i].sha256,
-                width=decoded[i].width, height=decoded[i].height, vectors=vectors[row],
+                collection=outcomes[i].item.collection or DEFAULT_COLLECTION, sha256=decoded[i].image.sha256,
+                width=decoded[i].image.width, height=decoded[i].image.height, vectors=vectors[row],
                 external_id=outcomes[i].item.external_id, source_uri=outcomes[i].item.source_uri,
-                labels=dict(outcomes[i].item.labels))
+                labels=dict(outcomes[i].item.labels), local_features=decoded[i].local_features)
             for row, i in enumerate(order)
         ]
         compute.stage("write")
@@ -260,8 +267,9 @@ class IngestPipeline:
         if add_ids:
             self.index.add(np.asarray(add_ids, np.int64), np.stack(add_vectors), np.asarray(add_collections, np.int64))
 
-    def _decode(self, data: bytes) -> DecodedImage | ImageError:
+    def _decode(self, data: bytes) -> Decoded | ImageError:
         try:
-            return self.limits.decode(data)
+            image = self.limits.decode(data)
         except ImageError as exc:
             return exc
+        return Decoded(image, local_features.extract(image.image).encode())

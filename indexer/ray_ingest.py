@@ -5,7 +5,8 @@ operators, each a callable class that holds what it needs once:
 
 * ``Prepare`` (CPU workers): read the bytes (local paths, or URLs through fsspec), hash
   them, skip what is already stored (same bytes, same collection, this model), decode
-  within the limits and reduce to the 8-bit 256 px view the models read;
+  within the limits, reduce to the 8-bit 256 px view the models read and find the
+  image's keypoints (``origin_id.indexer.local_features``);
 * ``Embed`` (an actor pool, one model per actor, ``num_gpus`` each where there are GPUs):
   the view's VAE latent times W, exactly as the service embeds;
 * ``Write``: one transaction per batch into PostgreSQL, a savepoint per item, so an item
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from origin_id.indexer import local_features
 from origin_id.indexer.config import Settings
 from origin_id.indexer.decode import DecodeLimits, sha256_hex
 from origin_id.indexer.errors import ImageError, InvalidRequest
@@ -72,7 +74,8 @@ class Prepare:
         by_collection: dict[str, list[int]] = {}
         payloads: dict[int, bytes] = {}
         for i, row in enumerate(rows):
-            row.update(status="pending", sha256="", width=0, height=0, reference_id=0, pixels=blank)
+            row.update(status="pending", sha256="", width=0, height=0, reference_id=0, pixels=blank,
+                       local_features=b"")
             source = SourceRow(row["location"], row["external_id"], row["collection"], row["source_uri"],
                                json.loads(row["labels"]), row["where"], row["error"])
             try:
@@ -98,7 +101,8 @@ class Prepare:
             except ImageError as exc:
                 rows[i].update(status="failed", error=str(exc)[:500])
                 continue
-            rows[i].update(width=decoded.width, height=decoded.height, pixels=view_pixels([decoded.image])[0])
+            rows[i].update(width=decoded.width, height=decoded.height, pixels=view_pixels([decoded.image])[0],
+                           local_features=local_features.extract(decoded.image).encode())
         return _columns(rows)
 
 
@@ -138,7 +142,8 @@ class Write:
         pending = [r for r in rows if r["status"] == "pending"]
         new = [NewReference(collection=r["collection"] or DEFAULT_COLLECTION, sha256=r["sha256"],
                             width=int(r["width"]), height=int(r["height"]), vectors=np.asarray(r["vector"]),
-                            external_id=r["external_id"], source_uri=r["source_uri"], labels=json.loads(r["labels"]))
+                            external_id=r["external_id"], source_uri=r["source_uri"], labels=json.loads(r["labels"]),
+                            local_features=bytes(r["local_features"]))
                for r in pending]
         for row, result in zip(pending, self.store.write(new, self.model_version) if new else []):
             if result.error:

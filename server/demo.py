@@ -169,12 +169,13 @@ def _ingest(client: OriginClient, samples: list[Path]) -> None:
 
 
 def _queries(client: OriginClient, samples: list[Path], data_dir: Path) -> None:
-    traced = 0
+    traced = ranked = 0
     picks = samples[:: max(1, len(samples) // len(EDITS))][: len(EDITS)]
     for (_name, what, edit), origin_path in zip(EDITS, picks):
         reply = client.identify(_jpeg(edit(Image.open(origin_path).convert("RGB"))), top_k=3)
         right = bool(reply.candidates) and reply.candidates[0].reference.external_id == origin_path.name
         traced += right and reply.match
+        ranked += right
         print()
         print(formatting.format_answer(f"{origin_path.name}, {what}", reply))
         print("  -> " + _outcome(reply.match, right))
@@ -191,7 +192,8 @@ def _queries(client: OriginClient, samples: list[Path], data_dir: Path) -> None:
     reply = client.identify(_jpeg(sample_scene(UNRELATED_SEED)), top_k=3)
     print()
     print(formatting.format_answer("an image whose origin is not indexed", reply))
-    print(f"\nsummary: {traced}/{len(picks)} edited copies matched to their origin; "
+    print(f"\nsummary: {traced}/{len(picks)} edited copies matched to their origin ({ranked}/{len(picks)} "
+          "ranked it first); "
           f"the image that is in no gallery: {'MATCH (wrong)' if reply.match else 'no match (right)'}")
 
 

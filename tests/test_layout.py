@@ -24,7 +24,7 @@ LAYERS = {
 }
 RESEARCH = {"training", "bench"}
 #: Libraries of the optional extras: the service must run without them.
-EXTRAS_ONLY = {"cv2", "skimage", "sklearn", "matplotlib", "pdqhash", "pillow_jxl"}
+EXTRAS_ONLY = {"skimage", "sklearn", "matplotlib", "pdqhash", "pillow_jxl"}
 MAX_LINES = 400
 
 

@@ -45,6 +45,8 @@ class NewReference:
     external_id: str = ""
     source_uri: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    #: ``LocalFeatures.encode()`` of the image; empty: none (the reference is not verifiable).
+    local_features: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ class ReferenceStore(Protocol):
         """The current references behind embedding ids, each with its stored vector."""
 
     def collection_ids(self, names: Collection[str]) -> dict[str, int]: ...
+
+    def local_features_of(self, reference_ids: Sequence[int]) -> dict[int, bytes]:
+        """The stored keypoints of these references (those that have them)."""
 
     def count_embeddings(self, model_version: str) -> int: ...
 

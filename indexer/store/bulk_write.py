@@ -59,6 +59,14 @@ def write_copied(conn, items: Sequence[NewReference], collection_ids: dict[str, 
     written: dict[int, list[tuple[int, int]]] = {}
     for eid, ref_id, region in cur.fetchall():
         written.setdefault(ref_id, []).append((eid, region))
+    # Keypoints of the items that carry them, by the same first item per reference.
+    cur.execute("CREATE TEMP TABLE incoming_features (reference_id bigint, data bytea) ON COMMIT DROP")
+    with cur.copy("COPY incoming_features FROM STDIN") as copy:
+        for ref_id, pos in first_pos.items():
+            if items[pos].local_features:
+                copy.write_row((ref_id, items[pos].local_features))
+    cur.execute("INSERT INTO local_features (reference_id, data) SELECT reference_id, data FROM incoming_features "
+                "ORDER BY reference_id ON CONFLICT DO NOTHING")
     outcomes = []
     for pos in range(len(items)):
         ref_id = reference_of.get(pos)

@@ -25,7 +25,7 @@ from origin_id.indexer.store import (
     vector_codec,
 )
 from origin_id.indexer.store.bulk_write import write_copied
-from origin_id.indexer.store.schema import collections, embeddings, references
+from origin_id.indexer.store.schema import collections, embeddings, local_features, references
 
 log = logging.getLogger(__name__)
 #: Seconds a new connection may take: a database that is down is reported in about this long.
@@ -231,6 +231,10 @@ class PostgresStore:
                 pg_insert(embeddings).on_conflict_do_nothing(
                     index_elements=["reference_id", "model_version", "region"])
                 .returning(embeddings.c.id, embeddings.c.region), rows))
+        if item.local_features:
+            # DO NOTHING: a re-add, or a concurrent writer of the same image, stored them first.
+            conn.execute(pg_insert(local_features).values(reference_id=ref_id, data=item.local_features)
+                         .on_conflict_do_nothing(index_elements=["reference_id"]))
         row = conn.execute(_select_references().where(references.c.id == ref_id)).one()
         return WriteResult(_reference(row, model_version), created, written, collection_id=cid)
 
@@ -331,6 +335,16 @@ class PostgresStore:
                     out[row.embedding_id] = (_reference(row, row.model_version),
                                              vector_codec.decode(row.vector, row.dim))
         return out
+
+    @reported
+    def local_features_of(self, reference_ids: Sequence[int]) -> dict[int, bytes]:
+        if not reference_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(local_features.c.reference_id, local_features.c.data).where(
+                local_features.c.reference_id == any_(bindparam("ids", list(reference_ids),
+                                                                type_=ARRAY(BigInteger)))))
+            return {int(ref_id): bytes(data) for ref_id, data in rows}
 
     @reported
     def vectors_of(self, embedding_ids: Sequence[int], model_version: str) -> dict[int, np.ndarray]:

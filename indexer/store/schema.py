@@ -70,6 +70,14 @@ embeddings = Table(
     Index("ix_embeddings_model_version_id", "model_version", "id"),
 )
 
+#: Each reference's keypoints (``origin_id.indexer.local_features``), model-independent.
+local_features = Table(
+    "local_features",
+    metadata,
+    Column("reference_id", BigInteger, ForeignKey("reference_images.id", ondelete="CASCADE"), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

@@ -55,6 +55,20 @@ def test_a_background_set_round_trips_and_refuses_a_k_it_cannot_hold(tmp_path):
     BackgroundSet(vectors, "id2-x", k=3, layout=layout, weight=0.6).save(tmp_path / "r.safetensors")
     back = BackgroundSet.load(tmp_path / "r.safetensors")
     assert (back.per_image, back.layout, back.images, back.weight) == (2, layout, 10, 0.6)
+    assert (back.verify_inliers, back.verify_margin) == (0, 0.0)  # files before verification: rule off
+    BackgroundSet(vectors, "id2-x", k=3, verify_inliers=15, verify_margin=0.25).save(tmp_path / "v.safetensors")
+    back = BackgroundSet.load(tmp_path / "v.safetensors")
+    assert (back.verify_inliers, back.verify_margin) == (15, 0.25)
+
+
+def test_a_match_is_a_high_margin_or_a_verified_moderate_one():
+    bg = BackgroundSet(unit(np.eye(4)), "m", k=1, match_margin=0.6, verify_inliers=15, verify_margin=0.3)
+    assert bg.decide(0.6, -1) and bg.decide(0.7, 0)  # by score alone, verified or not
+    assert bg.decide(0.3, 15) and bg.decide(0.5, 200)  # verified, above the verified margin
+    assert not bg.decide(0.29, 500)  # too unlike, however many inliers
+    assert not bg.decide(0.59, 14) and not bg.decide(0.59, -1)  # too few inliers, or not verified
+    off = BackgroundSet(unit(np.eye(4)), "m", k=1, match_margin=0.6)
+    assert not off.decide(0.59, 500)  # not calibrated for verification: the margin alone
 
 
 def test_the_bundle_refuses_a_background_set_of_other_weights(tmp_path, bundle):

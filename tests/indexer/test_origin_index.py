@@ -2,7 +2,8 @@
 
 from origin_id.indexer.origin_index import OriginIndex
 from origin_id.indexer.pipeline import IngestItem
-from tests.conftest import encode
+from tests.conftest import encode, with_settings
+from training.data import procedural_image
 from training.edits import apply
 
 
@@ -100,5 +101,44 @@ def test_reference_regions_find_cropped_copies(settings, bundle, images, referen
         without = [float((plain.project(plain.encode(query_batch(decode_rgb(q)))) @ whole[j]).max())
                    for j, q in enumerate(crops)]
         assert all(a.score > w + 0.1 for a, w in zip(answers, without)), (answers, without)
+    finally:
+        origin.close()
+
+
+def test_keypoints_verify_a_tilted_crop_and_the_calibrated_rule_declares_it(settings, bundle, images,
+                                                                            reference_images):
+    """References are stored with their keypoints; a tilted crop of one fits its origin with
+    many inliers and the other references with few; a background set calibrated for
+    verification declares it a match by them where its margin alone would not; a reference
+    stored without keypoints is left unverified (-1) and decided by its score."""
+    import dataclasses
+
+    from sqlalchemy import text
+
+    from tests.indexer.test_local_features import crop_and_tilt
+
+    origin = OriginIndex.open(with_settings(settings, verify_candidates=len(images)), bundle=bundle)
+    try:
+        refs = [o.reference for o in origin.pipeline.run(IngestItem.from_bytes(d) for d in images)]
+        assert len(origin.store.local_features_of([r.id for r in refs])) == len(refs)
+        query = encode(crop_and_tilt(reference_images[2]))
+        found = origin.identify(query, top_k=len(images))
+        inliers = {c.reference.id: c.inliers for c in found.candidates}
+        assert inliers[refs[2].id] >= 60, inliers
+        assert max(n for i, n in inliers.items() if i != refs[2].id) < 20, inliers
+        assert found.candidates[0].reference.id == refs[2].id
+
+        strict = dataclasses.replace(bundle.background, match_margin=2.0, verify_inliers=20, verify_margin=-1.0)
+        origin.bundle = dataclasses.replace(bundle, background=strict)
+        verified = origin.identify(query, top_k=3)
+        assert verified.match and verified.match_basis == "verified"
+        unrelated = origin.identify(encode(procedural_image(77_000, size=320)), top_k=3)
+        assert not unrelated.match and unrelated.match_basis == ""
+
+        with origin.store.engine.begin() as conn:
+            conn.execute(text("DELETE FROM local_features"))
+        unverified = origin.identify(query, top_k=3)
+        assert all(c.inliers == -1 for c in unverified.candidates)
+        assert not unverified.match  # the margin alone (2.0) declares nothing
     finally:
         origin.close()

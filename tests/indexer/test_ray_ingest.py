@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import ProgrammingError
 
 from origin_id.indexer.embedder import Embedder
+from origin_id.indexer.local_features import extract
 from origin_id.indexer.regions import DEFAULT_LAYOUT
 from origin_id.indexer.store.postgres import PostgresStore
 from origin_id.indexer.store.schema import embeddings, references
@@ -56,6 +57,10 @@ def test_ray_ingest_writes_what_the_service_would_and_reports_failures(database_
     stored = store.candidates(range(1, per_reference + 1))
     expected = Embedder(bundle, layout=DEFAULT_LAYOUT).reference_vectors([images[0]])[0]
     np.testing.assert_allclose(np.stack([stored[i][1] for i in sorted(stored)]), expected, atol=1e-3)
+    # And so are the keypoints: found from the decoded image, stored with the reference.
+    reference_id = stored[min(stored)][0].id
+    assert store.local_features_of([reference_id]) == {reference_id: extract(images[0]).encode()}
+    assert len(store.local_features_of(range(1, 100))) == 12
     store.close()
     assert main(["ingest", str(folder), *where]) == 0
     assert "12 already present" in capsys.readouterr().out

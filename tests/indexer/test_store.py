@@ -1,5 +1,7 @@
 """PostgresStore against a real PostgreSQL, schema made by the Alembic migrations."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -149,3 +151,21 @@ def test_candidates_are_current_references_with_their_vectors(store):
     assert store.collection_ids(["d", "nowhere"]) == {"d": b.collection_id}
     store.delete(a.reference.id)
     assert set(store.candidates(ids)) == {ids[1]}
+
+
+def test_local_features_are_written_with_their_reference_by_either_path(store):
+    """Keypoints travel with the reference (COPY batch or item by item), are read back
+    by reference id, are not written twice, and go when the reference goes."""
+    def with_features(sha, payload, **kw):
+        return replace(item(sha, **kw), local_features=payload)
+
+    copied = store.write([with_features("k1", b"one"), with_features("k2", b"two"), item("k3")], "m1")
+    each = store._write_each([with_features("k4", b"four")], "m1")
+    ids = [r.reference.id for r in [*copied, *each]]
+    assert store.local_features_of(ids) == {ids[0]: b"one", ids[1]: b"two", ids[3]: b"four"}
+    # A re-add (another model's vectors) keeps the first keypoints.
+    store.write([with_features("k1", b"changed")], "m2")
+    assert store.local_features_of(ids[:1]) == {ids[0]: b"one"}
+    store.delete(ids[0])
+    assert store.local_features_of(ids[:2]) == {ids[1]: b"two"}
+    assert store.local_features_of([]) == {}

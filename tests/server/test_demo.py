@@ -3,6 +3,7 @@ no research code. The libraries only the extras install, and the research folder
 unimportable for the run (as if absent: ``sys.modules[name] = None``)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -27,7 +28,9 @@ def test_the_demo_runs_without_extras_and_traces_its_edited_copies(open_tmp_path
     out = proc.stdout
     assert "24 new, 0 already present, 0 failed" in out
     summary = out.splitlines()[-1]
-    assert summary.startswith("summary: 5/5 edited copies matched to their origin"), summary
+    # Every copy finds its origin first; the decision, calibrated for 3% false matches on other
+    # images, may leave one borderline copy of the five undeclared.
+    assert re.match(r"summary: [45]/5 edited copies matched to their origin \(5/5 ranked it first\)", summary), summary
     assert summary.endswith("the image that is in no gallery: no match (right)"), summary
     assert "INPAINTED" in out.split("with a region smoothed over:")[1].split("\n\n")[0]
     assert (data_dir / "demo-inpainting-mask.png").is_file()

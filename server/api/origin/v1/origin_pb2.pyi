@@ -41,12 +41,14 @@ class Reference(_message.Message):
     def __init__(self, id: _Optional[int] = ..., collection: _Optional[str] = ..., external_id: _Optional[str] = ..., source_uri: _Optional[str] = ..., sha256: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("reference", "score")
+    __slots__ = ("reference", "score", "inliers")
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    INLIERS_FIELD_NUMBER: _ClassVar[int]
     reference: Reference
     score: float
-    def __init__(self, reference: _Optional[_Union[Reference, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+    inliers: int
+    def __init__(self, reference: _Optional[_Union[Reference, _Mapping]] = ..., score: _Optional[float] = ..., inliers: _Optional[int] = ...) -> None: ...
 
 class IdentifyOriginRequest(_message.Message):
     __slots__ = ("image", "top_k", "collection")
@@ -91,7 +93,7 @@ class BoundingBox(_message.Message):
     def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class IdentifyOriginResponse(_message.Message):
-    __slots__ = ("candidates", "match", "match_threshold", "inpainting", "model_version", "query_width", "query_height", "match_score", "background_score")
+    __slots__ = ("candidates", "match", "match_threshold", "inpainting", "model_version", "query_width", "query_height", "match_score", "background_score", "match_basis")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MATCH_FIELD_NUMBER: _ClassVar[int]
     MATCH_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +103,7 @@ class IdentifyOriginResponse(_message.Message):
     QUERY_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     MATCH_SCORE_FIELD_NUMBER: _ClassVar[int]
     BACKGROUND_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MATCH_BASIS_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     match: bool
     match_threshold: float
@@ -110,7 +113,8 @@ class IdentifyOriginResponse(_message.Message):
     query_height: int
     match_score: float
     background_score: float
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., match: _Optional[bool] = ..., match_threshold: _Optional[float] = ..., inpainting: _Optional[_Union[InpaintingVerdict, _Mapping]] = ..., model_version: _Optional[str] = ..., query_width: _Optional[int] = ..., query_height: _Optional[int] = ..., match_score: _Optional[float] = ..., background_score: _Optional[float] = ...) -> None: ...
+    match_basis: str
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., match: _Optional[bool] = ..., match_threshold: _Optional[float] = ..., inpainting: _Optional[_Union[InpaintingVerdict, _Mapping]] = ..., model_version: _Optional[str] = ..., query_width: _Optional[int] = ..., query_height: _Optional[int] = ..., match_score: _Optional[float] = ..., background_score: _Optional[float] = ..., match_basis: _Optional[str] = ...) -> None: ...
 
 class AddReferenceRequest(_message.Message):
     __slots__ = ("image", "external_id", "collection", "source_uri", "labels")

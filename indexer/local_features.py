@@ -1,0 +1,142 @@
+"""Local features: the second signal of a reference, for geometric verification.
+
+The ID2 embedding is one global vector per view or region: it cannot tell "this is a
+crop, a tilted or framed copy of that picture" from "this looks like that picture".
+Copy-detection systems answer the first question with local features: keypoints whose
+descriptors match between the query and a candidate *and* agree on one geometric
+transform are strong evidence that one image was made from the other, and unrelated
+images of a similar look rarely produce many.
+
+So each reference stores its ORB keypoints (OpenCV; binary descriptors, 32 bytes each)
+beside its vectors, and a query's top candidates are verified against them: descriptor
+matches (Lowe's ratio test), then a similarity transform (rotation, scale, shift; a
+crop, pad, tilt or a picture inside a post is one) fitted by RANSAC. The number of
+matches that fit it (the *inliers*) is the verification score. It is independent of the
+ID2 models (a model change re-embeds references but never recomputes these), and the
+match decision uses it only as calibrated (``origin_id.indexer.open_set``).
+
+Stored format (``encode``/``decode``): a 6-byte header (format version, keypoint count,
+the analysed image's longer side), then float16 (x, y) pixel positions in the analysed
+copy, then the descriptors.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+#: Images are analysed at this longer side, up or down: a crop and its origin then differ
+#: in scale by the crop's factor only, well within ORB's pyramid, and a small image still
+#: leaves keypoints clear of ORB's 31-pixel border.
+ANALYSIS_SIDE = 512
+MAX_KEYPOINTS = 500
+#: Lowe's ratio test: the best descriptor match must be this much closer than the second.
+RATIO = 0.8
+MIN_MATCHES = 4
+#: Scales (query pixels to reference pixels, both at ``ANALYSIS_SIDE``) a copy can have: a
+#: crop keeping 1/8 of a side, or a picture an eighth of its post.
+SCALE_RANGE = (1 / 8, 8.0)
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<HHH")
+DESCRIPTOR_BYTES = 32
+
+# OpenCV's own thread pool would compete with the models' threads for the same cores;
+# one image's keypoints take a few milliseconds on one thread.
+cv2.setNumThreads(1)
+
+
+@dataclass(frozen=True)
+class LocalFeatures:
+    points: np.ndarray  # float32 (n, 2): x, y in pixels of the analysed copy
+    descriptors: np.ndarray  # uint8 (n, 32): ORB descriptors
+    side: int  # the analysed copy's longer side, in pixels
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def encode(self) -> bytes:
+        return (_HEADER.pack(FORMAT_VERSION, len(self), self.side)
+                + self.points.astype("<f2").tobytes() + self.descriptors.astype(np.uint8).tobytes())
+
+    @classmethod
+    def decode(cls, data: bytes) -> LocalFeatures:
+        if len(data) < _HEADER.size:
+            raise ValueError(f"local features of {len(data)} bytes: shorter than their header")
+        version, n, side = _HEADER.unpack_from(data)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"local features of format {version}; this code reads format {FORMAT_VERSION}")
+        expected = _HEADER.size + n * (4 + DESCRIPTOR_BYTES)
+        if len(data) != expected:
+            raise ValueError(f"local features of {n} keypoints need {expected} bytes, got {len(data)}")
+        points = np.frombuffer(data, "<f2", 2 * n, _HEADER.size).astype(np.float32).reshape(n, 2)
+        descriptors = np.frombuffer(data, np.uint8, n * DESCRIPTOR_BYTES, _HEADER.size + 4 * n)
+        return cls(points, descriptors.reshape(n, DESCRIPTOR_BYTES), side)
+
+
+def extract(image: Image.Image) -> LocalFeatures:
+    """ORB keypoints of ``image`` (any mode), analysed in grey at ``ANALYSIS_SIDE``."""
+    grey = image.convert("L")
+    scale = ANALYSIS_SIDE / max(grey.size)
+    if scale != 1.0:
+        grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
+                           Image.Resampling.BILINEAR, reducing_gap=3.0)
+    keypoints, descriptors = cv2.ORB_create(nfeatures=MAX_KEYPOINTS).detectAndCompute(np.asarray(grey), None)
+    if descriptors is None or not keypoints:
+        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8), max(grey.size))
+    points = np.array([k.pt for k in keypoints], np.float32)
+    return LocalFeatures(points, descriptors, max(grey.size))
+
+
+@dataclass(frozen=True)
+class QueryFeatures:
+    """A query's keypoints and its mirror image's: ORB descriptors are not mirror-invariant,
+    and mirrored copies are a copy edit the service matches (``query_views``)."""
+
+    plain: LocalFeatures
+    mirrored: LocalFeatures
+
+    @classmethod
+    def of(cls, image: Image.Image) -> QueryFeatures:
+        return cls(extract(image), extract(ImageOps.mirror(image)))
+
+    def inliers(self, reference: LocalFeatures) -> int:
+        """The better of the two views' ``inliers`` against ``reference``."""
+        return max(inliers(self.plain, reference), inliers(self.mirrored, reference))
+
+
+def inliers(query: LocalFeatures, reference: LocalFeatures) -> int:
+    """How many of the query's keypoints match the reference's and agree on one similarity
+    transform (RANSAC, a tolerance of 1% of the reference's side + 2 pixels); 0 when too
+    few match to fit one, or when the fit is degenerate.
+
+    Each reference keypoint counts once (its closest match): an image with a handful of
+    keypoints would otherwise collect many query points on each, and a transform that
+    shrinks the query onto them fits them all. For the same reason a fit whose scale is
+    outside ``SCALE_RANGE`` counts nothing: no copy shrinks or grows its origin that much."""
+    if len(query) < MIN_MATCHES or len(reference) < MIN_MATCHES:
+        return 0
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query.descriptors, reference.descriptors, k=2)
+    closest: dict[int, cv2.DMatch] = {}
+    for p in pairs:
+        if len(p) == 2 and p[0].distance < RATIO * p[1].distance:
+            m = p[0]
+            if m.trainIdx not in closest or m.distance < closest[m.trainIdx].distance:
+                closest[m.trainIdx] = m
+    if len(closest) < MIN_MATCHES:
+        return 0
+    good = list(closest.values())
+    source = query.points[[m.queryIdx for m in good]]
+    target = reference.points[[m.trainIdx for m in good]]
+    cv2.setRNGSeed(0)  # RANSAC draws samples: the same pair always gets the same count
+    fit, fitted = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC,
+                                              ransacReprojThreshold=0.01 * reference.side + 2.0)
+    if fit is None or fitted is None:
+        return 0
+    scale = float(np.hypot(fit[0, 0], fit[1, 0]))
+    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+        return 0
+    return int(fitted.sum())
