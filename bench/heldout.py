@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings.from_env()
         cut = LinearTransform.load(settings.transform or settings.model_dir / "transform.safetensors"
                                    ).config.match_threshold
-        before = [{**a, "match": a["top1"] is not None and a["score"] >= cut} for a in answers]
+        before = [{**a, "match": a["top1"] is not None and a["score"] >= cut, "basis": ""} for a in answers]
         results["service, raw-score decision"] = figures(queries, before)
     for name in ("PDQ", "32x32 pixels"):
         results[name] = figures(queries, raw[name])
