@@ -69,7 +69,8 @@ class ReferenceStore(Protocol):
         Each item is atomic: either the reference and all its vectors are stored or nothing."""
 
     def find_by_sha256(self, collection: str, digests: Sequence[str], model_version: str) -> dict[str, Reference]:
-        """The references of these digests in the collection that have a vector of this model."""
+        """The references of these digests in the collection that have a vector of this model
+        and their keypoints: those need nothing more (a re-run of ingest skips them)."""
 
     def get(self, reference_id: int) -> Reference | None: ...
 

@@ -261,7 +261,11 @@ class PostgresStore:
             .where(collections.c.name == (collection or DEFAULT_COLLECTION),
                    references.c.sha256.in_(list(digests)),
                    select(embeddings.c.id).where(and_(embeddings.c.reference_id == references.c.id,
-                                                      embeddings.c.model_version == model_version)).exists())
+                                                      embeddings.c.model_version == model_version)).exists(),
+                   # Stored before keypoints were (migration 0004): not done yet, so that
+                   # ingesting the same files again adds them.
+                   select(local_features.c.reference_id).where(
+                       local_features.c.reference_id == references.c.id).exists())
         )
         with self.engine.connect() as conn:
             return {row.sha256: _reference(row, model_version) for row in conn.execute(query)}

@@ -23,10 +23,10 @@ def store(database_url):
     s.close()
 
 
-def item(sha: str, collection="c", external_id="", regions=1, seed=0) -> NewReference:
+def item(sha: str, collection="c", external_id="", regions=1, seed=0, features=b"keypoints") -> NewReference:
     vectors = np.random.default_rng(seed).normal(size=(regions, 8)).astype(np.float32)
     return NewReference(collection=collection, sha256=sha.ljust(64, "0"), width=10, height=20, vectors=vectors,
-                        external_id=external_id, labels={"k": "v"})
+                        external_id=external_id, labels={"k": "v"}, local_features=features)
 
 
 def test_migrations_reach_head_and_match_the_table_definitions(store):
@@ -159,7 +159,8 @@ def test_local_features_are_written_with_their_reference_by_either_path(store):
     def with_features(sha, payload, **kw):
         return replace(item(sha, **kw), local_features=payload)
 
-    copied = store.write([with_features("k1", b"one"), with_features("k2", b"two"), item("k3")], "m1")
+    copied = store.write([with_features("k1", b"one"), with_features("k2", b"two"), item("k3", features=b"")],
+                         "m1")
     each = store._write_each([with_features("k4", b"four")], "m1")
     ids = [r.reference.id for r in [*copied, *each]]
     assert store.local_features_of(ids) == {ids[0]: b"one", ids[1]: b"two", ids[3]: b"four"}
@@ -169,3 +170,14 @@ def test_local_features_are_written_with_their_reference_by_either_path(store):
     store.delete(ids[0])
     assert store.local_features_of(ids[:2]) == {ids[1]: b"two"}
     assert store.local_features_of([]) == {}
+
+
+def test_a_reference_stored_without_keypoints_is_not_done_until_it_has_them(store):
+    """References stored before keypoints existed are not reported as stored, so a re-run of
+    ingest over the same files writes their keypoints (and no vector twice)."""
+    old = store.write([item("old", features=b"")], "m1")[0]
+    assert store.find_by_sha256("c", [item("old").sha256], "m1") == {}
+    again = store.write([replace(item("old"), local_features=b"kp")], "m1")[0]
+    assert not again.created and again.embeddings == () and again.reference.id == old.reference.id
+    assert set(store.find_by_sha256("c", [item("old").sha256], "m1")) == {item("old").sha256}
+    assert store.local_features_of([old.reference.id]) == {old.reference.id: b"kp"}
