@@ -245,6 +245,49 @@ def plot(queries: list[dict], answers: list[dict], threshold: float, path: Path)
     plt.close(fig)
 
 
+def plot_verification(queries: list[dict], answers: list[dict], path: Path) -> bool:
+    """Top-1 keypoint inliers against match score, with the served model's decision rule:
+    right top-1s, wrong ones and no-origin queries. False when the answers carry no inliers."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from origin_id.indexer.open_set import FILE_NAME, BackgroundSet
+    if not any(a.get("inliers") for a in answers):
+        return False
+    settings = Settings.from_env(dict(os.environ))
+    background_path = Path(settings.background) if settings.background else settings.model_dir / FILE_NAME
+    rule = BackgroundSet.load(background_path) if background_path.is_file() else None
+    groups: dict[str, list[tuple[float, int]]] = {"right top-1": [], "wrong top-1": [], "no-origin": []}
+    for q, a in zip(queries, answers, strict=True):
+        if q.get("excluded") or not a.get("inliers"):
+            continue
+        group = "no-origin" if q["origin"] is None else (
+            "right top-1" if a["top1"] in q.get("accept", [q["origin"]]) else "wrong top-1")
+        groups[group].append((a["match_score"], max(a["inliers"][0], 0)))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for (name, points), colour in zip(groups.items(), ("tab:blue", "tab:gray", "tab:red")):
+        if points:
+            x, y = np.array(points).T
+            ax.scatter(x, y + 1, s=9, alpha=0.5, color=colour, label=f"{name} ({len(points)})")
+    if rule is not None:
+        ax.axvline(rule.match_margin, color="k", linestyle="--", label=f"match by score: >= {rule.match_margin:.3f}")
+        if rule.verify_inliers:
+            ax.fill_between([rule.verify_margin, rule.match_margin], rule.verify_inliers + 1, 1e3, color="tab:green",
+                            alpha=0.12, label=f"verified: >= {rule.verify_inliers} inliers, score >= "
+                                              f"{rule.verify_margin:.3f}")
+    ax.set_yscale("log")
+    ax.set_ylim(0.8, 1e3)
+    ax.set_xlabel("match score (top-1 score less the background score)")
+    ax.set_ylabel("top-1 keypoint inliers + 1")
+    ax.set_title("Held-out evaluation: the two ways to a match")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path(".data/heldout"))
@@ -332,6 +375,7 @@ def report(args, manifest: dict, queries: list[dict], answers: list[dict], resul
               "Sources: " + "; ".join(f"`{k}` ({v})" for k, v in manifest["sources"].items()) + "."]
     (args.out / "heldout.md").write_text("\n".join(lines) + "\n")
     plot(queries, answers, extra["match threshold"], args.out / "heldout_scores.png")
+    plot_verification(queries, answers, args.out / "heldout_verification.png")
     print("\n".join(lines))
 
 

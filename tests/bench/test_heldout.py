@@ -9,7 +9,7 @@ from PIL import Image
 
 pytest.importorskip("albumentations")
 
-from bench.heldout import figures
+from bench.heldout import figures, plot_verification
 from bench.heldout_data import OUTSIDE_SHARE, flatten, outside
 from bench.heldout_edits import FAMILIES, KINDS, apply
 from training.data import procedural_image
@@ -60,6 +60,19 @@ def test_figures_count_top1_decisions_and_no_origin_matches():
     assert out["top-1, all positives"] == 0.5 and out[f"family: {families[0]}"] == 0.5
     assert out["no-origin declared a match"] == 0.5
     assert out["decision accuracy, all queries"] == 0.5
+    assert not any(key.startswith("declared by keypoint") for key in out)  # no verified answer
+    answers[0]["basis"], answers[2]["basis"] = "verified", "verified"
+    assert figures(queries, answers)["declared by keypoint verification: positives / no-origin"] == [0.5, 0.5]
+
+
+def test_the_verification_plot_shows_both_ways_to_a_match(tmp_path):
+    queries = [{"origin": "a", "kind": "copy"}, {"origin": "b", "kind": "copy"}, {"origin": None, "kind": "no-origin"}]
+    answers = [{"top1": "a", "match_score": 0.4, "inliers": [120, 3]}, {"top1": "c", "match_score": 0.2,
+                                                                         "inliers": [-1, 0]},
+               {"top1": "a", "match_score": 0.3, "inliers": [4]}]
+    assert plot_verification(queries, answers, tmp_path / "v.png")
+    assert (tmp_path / "v.png").stat().st_size > 10_000
+    assert not plot_verification(queries, [{**a, "inliers": []} for a in answers], tmp_path / "none.png")
 
 
 def test_the_verifier_loads_lite0_exactly_and_tells_a_copy_from_another_image(reference_images):
