@@ -1,4 +1,4 @@
-"""Bulk ingestion: read -> hash -> skip known -> decode -> embed -> write -> index.
+"""Bulk ingestion: read -> hash -> skip known -> decode + keypoints -> embed -> write -> index.
 
 One pipeline serves ``origin-id ingest`` and the gRPC ``AddReferences`` stream (and,
 with a batch of one, ``AddReference``). Items are processed in batches; each batch is

@@ -26,8 +26,9 @@ def write_copied(conn, items: Sequence[NewReference], collection_ids: dict[str, 
     """Within ``conn``'s transaction: COPY the items into a temporary table, insert what is
     new (``ON CONFLICT DO NOTHING`` skips images already stored and external ids already
     taken), find every item's reference by content hash, then COPY the vectors the new or
-    re-embedded references lack. Outcomes match writing the items one by one: of two items
-    with the same image, the first is the one that created it or gave it its vectors."""
+    re-embedded references lack, and the keypoints of those that have none yet. Outcomes
+    match writing the items one by one: of two items with the same image, the first is the
+    one that created it or gave it its vectors."""
     cur = conn.connection.driver_connection.cursor()
     cur.execute("CREATE TEMP TABLE incoming_refs (pos int, collection_id bigint, external_id text, "
                 "source_uri text, sha256 text, width int, height int, labels jsonb) ON COMMIT DROP")
