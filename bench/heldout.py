@@ -252,12 +252,12 @@ def plot_verification(queries: list[dict], answers: list[dict], path: Path) -> b
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from origin_id.indexer.open_set import FILE_NAME, BackgroundSet
+    from origin_id.indexer.model_bundle import background_path
+    from origin_id.indexer.open_set import BackgroundSet
     if not any(a.get("inliers") for a in answers):
         return False
-    settings = Settings.from_env(dict(os.environ))
-    background_path = Path(settings.background) if settings.background else settings.model_dir / FILE_NAME
-    rule = BackgroundSet.load(background_path) if background_path.is_file() else None
+    rule_file = background_path(Settings.from_env(dict(os.environ)))
+    rule = BackgroundSet.load(rule_file) if rule_file is not None else None
     groups: dict[str, list[tuple[float, int]]] = {"right top-1": [], "wrong top-1": [], "no-origin": []}
     for q, a in zip(queries, answers, strict=True):
         if q.get("excluded") or not a.get("inliers"):

@@ -129,14 +129,22 @@ class ModelBundle:
                    inpainting=inpainting, background=_load_background(settings, version))
 
 
-def _load_background(settings: Settings, version: str) -> BackgroundSet | None:
-    """The background set named by settings, or the model directory's; one made for other
-    weights is refused when named and skipped (with a warning) when found by default."""
+def background_path(settings: Settings) -> Path | None:
+    """The background set file settings name, or the model directory's when the bundled
+    weights are served; None for none."""
     if settings.background.lower() == "none":
         return None
     path = Path(settings.background) if settings.background else settings.model_dir / FILE_NAME
     if not settings.background and (settings.vae or settings.transform or not path.is_file()):
         return None  # the bundled set belongs to the bundled weights only
+    return path
+
+
+def _load_background(settings: Settings, version: str) -> BackgroundSet | None:
+    """The background set of ``background_path``; one made for other weights is refused."""
+    path = background_path(settings)
+    if path is None:
+        return None
     background = BackgroundSet.load(path)
     if background.model_version != version:
         raise ValueError(f"background set {path} was made for model {background.model_version}, "

@@ -90,11 +90,13 @@ class BackgroundSet:
         best = per_image.max(axis=2) if regions else per_image[:, :, 0]
         return self.weight * np.partition(best, -self.k, axis=1)[:, -self.k]
 
-    def decide(self, match_score: float, inliers: int) -> bool:
-        """The match decision from the top-1's match score and keypoint inliers (-1: not verified)."""
+    def decide(self, match_score: float, inliers: int) -> str:
+        """The match decision from the top-1's match score and keypoint inliers (-1: not
+        verified): "score", "verified", or "" for no match."""
         if match_score >= self.match_margin:
-            return True
-        return bool(self.verify_inliers) and inliers >= self.verify_inliers and match_score >= self.verify_margin
+            return "score"
+        verified = bool(self.verify_inliers) and inliers >= self.verify_inliers and match_score >= self.verify_margin
+        return "verified" if verified else ""
 
     def score(self, views: np.ndarray, regions: bool = True) -> float:
         """One query's background score from its views (v, dim)."""

@@ -216,9 +216,7 @@ class OriginIndex:
         background = self.bundle.background
         if not math.isnan(self.settings.match_threshold) or background is None:
             return "score" if match_score >= self.match_threshold else ""
-        if match_score >= background.match_margin:
-            return "score"
-        return "verified" if background.decide(match_score, inliers) else ""
+        return background.decide(match_score, inliers)
 
     def search(self, vectors: np.ndarray, top_k: int, collections: Collection[str] | None = None) -> list[Candidate]:
         """Best references for the query's vectors (one per view), re-read from the store.

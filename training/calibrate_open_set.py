@@ -266,7 +266,7 @@ def choose_verification(bg: BackgroundSet, pos: np.ndarray, neg: np.ndarray, cor
 
 
 def bg_decisions(bg: BackgroundSet, margins: np.ndarray, inliers: np.ndarray) -> np.ndarray:
-    return np.array([bg.decide(float(m), int(n)) for m, n in zip(margins, inliers)], bool)
+    return np.array([bool(bg.decide(float(m), int(n))) for m, n in zip(margins, inliers)], bool)
 
 
 def redecide(out: Path, target_fpr: float, settings: Settings) -> None:
