@@ -2,8 +2,8 @@
 
 It owns the wiring of the data flow: the model bundle (loaded once), the
 store (PostgreSQL, embedded or external, migrated on open), the FAISS index
-(loaded from its checkpoint or rebuilt from the store) and the ingest
-pipeline. Query results are always re-read from the store, so a reference
+(loaded from its checkpoint or rebuilt from the store), the keypoint index
+(built from the store) and the ingest pipeline. Query results are always re-read from the store, so a reference
 deleted a moment ago, by this process or another, is never returned.
 """
 
@@ -20,10 +20,12 @@ import numpy as np
 from PIL import Image
 
 from origin_id.detectors.analyzer import InpaintingResult
+from origin_id.indexer.candidates import Candidate, rank, scored
 from origin_id.indexer.config import Settings
 from origin_id.indexer.decode import DecodedImage, DecodeLimits
 from origin_id.indexer.embedder import Embedder
 from origin_id.indexer.errors import DatabaseUnavailable, EmptyIndex, InvalidRequest, NotFound
+from origin_id.indexer.keypoint_index import KeypointIndex
 from origin_id.indexer.local_features import LocalFeatures, QueryFeatures
 from origin_id.indexer.model_bundle import ModelBundle
 from origin_id.indexer.pipeline import IngestPipeline
@@ -44,14 +46,6 @@ MAX_FETCH = 4096
 #: How often the index checks whether it is due for a rebuild, and the change log is pruned.
 REBUILD_CHECK_S = 30.0
 PRUNE_EVERY_S = 3600.0
-
-
-@dataclass(frozen=True)
-class Candidate:
-    reference: Reference
-    score: float
-    #: Keypoint inliers with the query (``origin_id.indexer.local_features``); -1 = not verified.
-    inliers: int = -1
 
 
 @dataclass(frozen=True)
@@ -103,8 +97,13 @@ class OriginIndex:
         self.embedder = Embedder(bundle, settings.batch_size, settings.region_layout)
         self.limits = DecodeLimits(max_pixels=settings.max_pixels, max_side=settings.max_side,
                                    max_whole_pixels=settings.max_whole_pixels)
+        # Keypoint candidates are ranked by the inlier count the model's decision rule was
+        # calibrated with: without one there is nothing to rank them by, and no index is kept.
+        self.rank_inliers = bundle.background.verify_inliers if bundle.background is not None else 0
+        self.keypoints = (KeypointIndex() if settings.keypoint_candidates > 0 and settings.verify_candidates > 0
+                          and self.rank_inliers > 0 else None)
         self.pipeline = IngestPipeline(store, self.embedder, index, limits=self.limits,
-                                       batch_size=settings.batch_size)
+                                       batch_size=settings.batch_size, keypoints=self.keypoints)
         self.keys = ApiKeyStore(store)
         self.feed = IndexFeed(store)
         self.load_report = ""
@@ -123,6 +122,8 @@ class OriginIndex:
                             memory_budget_mib=settings.index_memory_mib)
         origin = cls(settings, bundle, store, index, embedded)
         origin.load_report = origin._load_index()
+        if origin.keypoints is not None:
+            origin.keypoints.rebuild(origin.feed, bundle.version)
         return origin
 
     def _load_index(self) -> str:
@@ -172,13 +173,14 @@ class OriginIndex:
         latents = self.embedder.encode(x)
         vectors = self.embedder.project(latents)
         compute.stage("search")
-        candidates = self.search(vectors, top_k, [collection] if collection else scope)
+        collections = [collection] if collection else scope
+        candidates = self.search(vectors, top_k, collections)
         threshold = self.match_threshold
         background = (self.bundle.background.score(vectors, regions=bool(self.embedder.layout))
                       if self.bundle.background is not None else 0.0)
-        match_score = candidates[0].score - background if candidates else float("-inf")
         compute.stage("verify")
-        candidates = self.verify(query.image, candidates)
+        candidates = self.verify(query.image, candidates, vectors, collections)
+        match_score = candidates[0].score - background if candidates else float("-inf")
         basis = self.decide(match_score, candidates[0].inliers) if candidates else ""
         verdict = None
         if self.settings.inpainting and self.bundle.inpainting is not None:
@@ -189,26 +191,46 @@ class OriginIndex:
         return Identification(query, candidates, bool(basis), threshold, match_score=match_score,
                               inpainting=verdict, background_score=background, match_basis=basis)
 
-    def verify(self, image: Image.Image, candidates: list[Candidate]) -> list[Candidate]:
-        """The candidates with their keypoint inliers, the first ``verify_candidates`` of them
-        that have stored keypoints (the others keep -1)."""
+    def verify(self, image: Image.Image, candidates: list[Candidate], vectors: np.ndarray,
+               collections: Collection[str] | None = None) -> list[Candidate]:
+        """The candidates with their keypoint inliers: the first ``verify_candidates`` of them
+        that have stored keypoints (the others keep -1), and the keypoint index's candidates
+        (``keypoint_candidates``), then ranked (``candidates.rank``)."""
         ranks = candidates[:self.settings.verify_candidates]
-        stored = self.store.local_features_of([c.reference.id for c in ranks]) if ranks else {}
+        if not ranks:
+            return candidates
+        query = QueryFeatures.of(image) if self.keypoints is not None else None
+        found = self.keypoint_candidates(query, vectors, {c.reference.id for c in candidates}, collections) \
+            if query is not None else []
+        stored = self.store.local_features_of([c.reference.id for c in [*ranks, *found]])
         if not stored:
             return candidates
-        query = QueryFeatures.of(image)
-        verified = []
-        for c in candidates:
+        query = query or QueryFeatures.of(image)
+
+        def verified(c: Candidate) -> Candidate:
             data = stored.get(c.reference.id)
             if data is None:
-                verified.append(c)
-                continue
+                return c
             try:
-                verified.append(replace(c, inliers=query.inliers(LocalFeatures.decode(data))))
+                return replace(c, inliers=query.inliers(LocalFeatures.decode(data)))
             except ValueError as exc:  # a row this code cannot read: unverified, not an error
                 log.warning("reference %d: unreadable local features (%s)", c.reference.id, exc)
-                verified.append(c)
-        return verified
+                return c
+
+        return rank([verified(c) for c in ranks] + candidates[len(ranks):], [verified(c) for c in found],
+                    self.rank_inliers)
+
+    def keypoint_candidates(self, query: QueryFeatures, vectors: np.ndarray, known: set[int],
+                            collections: Collection[str] | None) -> list[Candidate]:
+        """The references the keypoint index votes for that the vectors did not rank, scored
+        from their stored vectors as ``search`` scores (of ``collections`` only; None = all)."""
+        voted = [r for r in self.keypoints.vote(query, self.settings.keypoint_candidates) if r not in known]
+        if not voted:
+            return []
+        found = scored(vectors, self.store.reference_candidates(voted, self.bundle.version))
+        if collections is not None:
+            found = [c for c in found if c.reference.collection in collections]
+        return found
 
     def decide(self, match_score: float, inliers: int) -> str:
         """"score", "verified" or "" (no match): the model's calibrated rule
@@ -235,15 +257,10 @@ class OriginIndex:
         while True:
             _, ids = self.index.search(vectors, fetch, allowed)
             found = {int(i) for i in ids.ravel() if i >= 0}
-            live = self.store.candidates(found)
-            best: dict[int, Candidate] = {}
-            for ref, stored in live.values():
-                score = float((vectors @ stored).max())
-                if ref.id not in best or score > best[ref.id].score:
-                    best[ref.id] = Candidate(ref, score)
+            best = scored(vectors, self.store.candidates(found))
             # Rows deleted since the index last heard can leave fewer than top_k: look further.
             if len(best) >= top_k or len(found) < fetch or fetch >= MAX_FETCH:
-                return sorted(best.values(), key=lambda c: -c.score)[:top_k]
+                return best[:top_k]
             fetch *= 4
 
     def require_collection(self, collection: str) -> None:
@@ -279,6 +296,8 @@ class OriginIndex:
             raise NotFound(f"no reference with id {reference_id}")
         ref, embedding_ids = deleted
         self.index.remove(embedding_ids)
+        if self.keypoints is not None:
+            self.keypoints.forget(ref.id)
         return ref
 
     # -- upkeep ---------------------------------------------------------------------
@@ -303,16 +322,23 @@ class OriginIndex:
         self.index.save(self.index_path)
 
     def sync_index(self) -> tuple[int, int]:
+        if self.keypoints is not None:
+            self.keypoints.sync(self.feed, self.bundle.version)
         return self.index.sync(self.feed, self.bundle.version)
 
     def rebuild_index_if_due(self) -> bool:
         """A new base in the background when the size calls for another index, or the recent
-        writes have grown past their share (``VectorIndex.needs_rebuild``)."""
+        writes have grown past their share (``VectorIndex.needs_rebuild``); the keypoint index
+        with it (deleted references leave it then), or when its own size calls for it."""
         total = self.store.count_embeddings(self.bundle.version)
         if not self.index.needs_rebuild(total):
+            if self.keypoints is not None and self.keypoints.needs_rebuild():
+                self.keypoints.rebuild(self.feed, self.bundle.version)
             return False
         self.index.rebuild(self.feed, self.bundle.version, total, background=True)
         self.save_index()
+        if self.keypoints is not None:
+            self.keypoints.rebuild(self.feed, self.bundle.version)
         return True
 
     def start_maintenance(self) -> None:

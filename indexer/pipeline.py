@@ -35,6 +35,7 @@ from origin_id.indexer.errors import (
     PermissionDenied,
     Unavailable,
 )
+from origin_id.indexer.keypoint_index import KeypointIndex
 from origin_id.indexer.store import DEFAULT_COLLECTION, NewReference, Reference, ReferenceStore
 from origin_id.indexer.validation import (
     MAX_EXTERNAL_ID,
@@ -159,10 +160,12 @@ class IngestPipeline:
     names is recorded with every vector."""
 
     def __init__(self, store: ReferenceStore, embedder: Embedder, index: VectorIndex, *,
-                 limits: DecodeLimits, batch_size: int = 16, decode_threads: int = 2):
+                 limits: DecodeLimits, batch_size: int = 16, decode_threads: int = 2,
+                 keypoints: KeypointIndex | None = None):
         self.store = store
         self.embedder = embedder
         self.index = index
+        self.keypoints = keypoints
         self.limits = limits
         self.batch_size = batch_size
         self._decoder = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
@@ -253,7 +256,7 @@ class IngestPipeline:
         ]
         compute.stage("write")
         results = self.store.write(new, self.model_version)
-        add_ids, add_vectors, add_collections = [], [], []
+        add_ids, add_vectors, add_collections, keypoint_refs = [], [], [], []
         for i, ref_new, result in zip(order, new, results):
             if result.error:
                 outcomes[i].error = Conflict(result.error) if result.error_kind == "conflict" else InvalidRequest(
@@ -264,8 +267,12 @@ class IngestPipeline:
                 add_ids.append(embedding_id)
                 add_vectors.append(ref_new.vectors[region])
                 add_collections.append(result.collection_id)
+            if result.embeddings and ref_new.local_features:
+                keypoint_refs.append((result.reference.id, ref_new.local_features))
         if add_ids:
             self.index.add(np.asarray(add_ids, np.int64), np.stack(add_vectors), np.asarray(add_collections, np.int64))
+        if keypoint_refs and self.keypoints is not None:
+            self.keypoints.add([r for r, _ in keypoint_refs], [d for _, d in keypoint_refs])
 
     def _decode(self, data: bytes) -> Decoded | ImageError:
         try:

@@ -24,7 +24,10 @@ The margin is the smallest one whose false-match rate on the negatives is at mos
 top-1, ``origin_id.indexer.local_features``) the margin, the inlier count and the
 verified matches' own margin are chosen together, for the same rate over both ways to a
 match; the file records the rates it measured and the trade-off at other
-rates. The scores are kept beside it (``.scores.npz``): ``--redecide`` sets a new target
+rates. The service ranks first a candidate verified by that inlier count (its top 5 and
+the keypoint index's candidates, ``OriginIndex.rank``), so each count is judged on the
+top-1 it would serve: each query's best-verified candidate is kept beside its top-1.
+The scores are kept beside the file (``.scores.npz``): ``--redecide`` sets a new target
 without embedding again.
 """
 
@@ -43,6 +46,7 @@ from tqdm import tqdm
 
 from origin_id.indexer.config import Settings
 from origin_id.indexer.embedder import Embedder
+from origin_id.indexer.keypoint_index import KeypointIndex
 from origin_id.indexer.local_features import LocalFeatures, QueryFeatures, extract
 from origin_id.indexer.model_bundle import ModelBundle
 from origin_id.indexer.open_set import BackgroundSet
@@ -70,23 +74,41 @@ def query_vectors(embedder: Embedder, images: list[Image.Image], settings: Setti
     return np.stack([np.concatenate([r, np.repeat(r[:1], views - len(r), 0)]) for r in rows])
 
 
+def similarities(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """(q, n): each query (q, views, dim) against each gallery image (n, regions, dim), the
+    best over the query's views and the image's regions, as ``OriginIndex.search`` scores."""
+    return np.concatenate([np.einsum("qvd,nrd->qnvr", queries[s:s + 64], gallery).max(axis=(2, 3))
+                           for s in range(0, len(queries), 64)])
+
+
 def top1_scores(queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best gallery index and score of each query (q, views, dim) against the gallery
-    (n, regions, dim): the best over the query's views and the image's regions."""
-    sims = np.einsum("qvd,nrd->qnvr", queries, gallery).max(axis=(2, 3))
+    """Best gallery index and score of each query."""
+    sims = similarities(queries, gallery)
     best = sims.argmax(1)
     return best, sims[np.arange(len(best)), best]
 
 
-def verified_inliers(queries: list[Image.Image], best: np.ndarray, gallery: list[Image.Image]) -> np.ndarray:
-    """Each query's keypoint inliers with its top-1 gallery image, as the service counts them."""
-    cache: dict[int, LocalFeatures] = {}
-    out = np.zeros(len(queries), np.int32)
-    for q, (image, b) in enumerate(tqdm(list(zip(queries, best)), desc="verify", unit="query")):
-        if int(b) not in cache:
-            cache[int(b)] = extract(gallery[int(b)])
-        out[q] = QueryFeatures.of(image).inliers(cache[int(b)])
+def best_verified(queries: list[Image.Image], sims: np.ndarray, gallery: list[LocalFeatures],
+                  keypoints: KeypointIndex, verified: int = 5, voted: int = 10) -> dict[str, np.ndarray]:
+    """Each query's candidate with the most keypoint inliers (ties: the higher score) among
+    its ``verified`` best by score and the keypoint index's ``voted`` others, as the service
+    verifies them: its gallery index, inliers and score."""
+    out = {"index": np.zeros(len(queries), np.int64), "inliers": np.zeros(len(queries), np.int32),
+           "score": np.zeros(len(queries), np.float32)}
+    for q, image in enumerate(tqdm(queries, desc="verify candidates", unit="query")):
+        features = QueryFeatures.of(image)
+        top = np.argsort(-sims[q])[:verified].tolist()
+        others = [r for r in keypoints.vote(features, voted) if r not in top]
+        scored = [(features.inliers(gallery[c]), float(sims[q, c]), c) for c in [*top, *others]]
+        inliers, score, index = max(scored)
+        out["index"][q], out["inliers"][q], out["score"][q] = index, inliers, score
     return out
+
+
+def verified_inliers(queries: list[Image.Image], best: np.ndarray, gallery: list[LocalFeatures]) -> np.ndarray:
+    """Each query's keypoint inliers with its top-1 gallery image, as the service counts them."""
+    return np.array([QueryFeatures.of(image).inliers(gallery[int(b)])
+                     for image, b in tqdm(list(zip(queries, best)), desc="verify", unit="query")], np.int32)
 
 
 def margin_for(negative_margins: np.ndarray, target_fpr: float) -> float:
@@ -152,15 +174,25 @@ def main(argv: list[str] | None = None) -> None:
     negatives = [random_seen_edit(outside[int(i)], np.random.default_rng(int(i)))
                  for i in rng.choice(len(outside), min(args.negatives, len(outside)), replace=False)]
     q_pos, q_neg = query_vectors(embedder, positives, settings), query_vectors(embedder, negatives, settings)
-    best_pos, score_pos = top1_scores(q_pos, gallery)
-    best_neg, score_neg = top1_scores(q_neg, gallery)
+    sims_pos, sims_neg = similarities(q_pos, gallery), similarities(q_neg, gallery)
+    best_pos, best_neg = sims_pos.argmax(1), sims_neg.argmax(1)
+    score_pos, score_neg = sims_pos.max(1), sims_neg.max(1)
+    features = [extract(im) for im in tqdm(gallery_images, desc="keypoints", unit="image")]
+    keypoints = KeypointIndex()
+    keypoints.add(np.arange(len(features)), [f.encode() for f in features])
+    alt_pos = best_verified(positives, sims_pos, features, keypoints)
+    alt_neg = best_verified(negatives, sims_neg, features, keypoints)
     # Weight 1 while scoring: the saved margins are the plain ones, whatever weight is chosen.
     bg = BackgroundSet(background.reshape(-1, background.shape[-1]), bundle.version, k=args.k,
                        layout=embedder.layout, weight=1.0)
     scores = {"score_pos": score_pos, "score_neg": score_neg, "margin_pos": score_pos - bg.scores(q_pos),
               "margin_neg": score_neg - bg.scores(q_neg), "correct": best_pos == np.array(truth),
-              "inliers_pos": verified_inliers(positives, best_pos, gallery_images),
-              "inliers_neg": verified_inliers(negatives, best_neg, gallery_images)}
+              "inliers_pos": verified_inliers(positives, best_pos, features),
+              "inliers_neg": verified_inliers(negatives, best_neg, features),
+              # The best-verified candidate: how far below the top-1 it scores, its inliers.
+              "alt_drop_pos": score_pos - alt_pos["score"], "alt_drop_neg": score_neg - alt_neg["score"],
+              "alt_inliers_pos": alt_pos["inliers"], "alt_inliers_neg": alt_neg["inliers"],
+              "alt_correct": alt_pos["index"] == np.array(truth)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.out.with_suffix(".scores.npz"), **scores)
     bg.calibration = {
@@ -222,24 +254,54 @@ def decide(bg: BackgroundSet, scores: dict[str, np.ndarray], target_fpr: float, 
         "tradeoff": tradeoff, "date": time.strftime("%Y-%m-%d"),
     })
     if "inliers_pos" in scores:  # last: it may raise the margin, and records the one it keeps
-        choose_verification(bg, pos, neg, correct, scores["inliers_pos"], scores["inliers_neg"], target_fpr)
+        served = ServedTop1.of(scores) if "alt_inliers_pos" in scores else None
+        choose_verification(bg, pos, neg, correct, scores["inliers_pos"], scores["inliers_neg"], target_fpr,
+                            served)
 
 
 INLIER_COUNTS = (8, 10, 12, 15, 20, 25, 30, 40, 50)
 
 
+@dataclasses.dataclass(frozen=True)
+class ServedTop1:
+    """Each query's best-verified candidate (``best_verified``), which the service ranks first
+    when its inliers reach the rule's count."""
+
+    drop_pos: np.ndarray  # top-1 score less the candidate's
+    drop_neg: np.ndarray
+    inliers_pos: np.ndarray
+    inliers_neg: np.ndarray
+    correct: np.ndarray
+
+    @classmethod
+    def of(cls, scores: dict[str, np.ndarray]) -> ServedTop1:
+        return cls(scores["alt_drop_pos"], scores["alt_drop_neg"], scores["alt_inliers_pos"],
+                   scores["alt_inliers_neg"], scores["alt_correct"])
+
+    def at(self, count: int, pos, neg, correct, inliers_pos, inliers_neg):
+        """(margins, correctness and inliers of the top-1s served) under an inlier count."""
+        up_pos, up_neg = self.inliers_pos >= count, self.inliers_neg >= count
+        return (pos - np.where(up_pos, self.drop_pos, 0), neg - np.where(up_neg, self.drop_neg, 0),
+                np.where(up_pos, self.correct, correct),
+                np.where(up_pos, self.inliers_pos, inliers_pos), np.where(up_neg, self.inliers_neg, inliers_neg))
+
+
 def choose_verification(bg: BackgroundSet, pos: np.ndarray, neg: np.ndarray, correct: np.ndarray,
-                        inliers_pos: np.ndarray, inliers_neg: np.ndarray, target_fpr: float) -> None:
+                        inliers_pos: np.ndarray, inliers_neg: np.ndarray, target_fpr: float,
+                        served: ServedTop1 | None = None) -> None:
     """Margin, inlier count and verified margin together: for each count in ``INLIER_COUNTS``
     and verified margin among the negatives' margin quantiles (0, 5%, ..., 95%), the smallest
     margin that keeps both ways to a match within ``target_fpr`` of the negatives; the
     combination that declares the most right positives (ties: the larger count) is kept
-    when it beats the margin alone."""
+    when it beats the margin alone. With ``served``, each count is judged on the top-1s the
+    service would rank first under it."""
     allowed = int(np.floor(target_fpr * len(neg)))
     margin_only_margin = bg.match_margin
     margin_only = float(((pos >= bg.match_margin) & correct).mean())
     best = (margin_only, 0, 0.0, bg.match_margin)
+    plain = (pos, neg, correct, inliers_pos, inliers_neg)
     for count in INLIER_COUNTS:
+        pos, neg, correct, inliers_pos, inliers_neg = served.at(count, *plain) if served else plain
         for verify_margin in np.unique(np.quantile(neg, np.arange(0.0, 1.0, 0.05))):
             verified = (inliers_neg >= count) & (neg >= verify_margin)
             left = allowed - int(verified.sum())
@@ -253,6 +315,7 @@ def choose_verification(bg: BackgroundSet, pos: np.ndarray, neg: np.ndarray, cor
                 best = (rate, count, float(verify_margin), margin)
     rate, count, verify_margin, margin = best
     bg.verify_inliers, bg.verify_margin, bg.match_margin = count, verify_margin, margin
+    pos, neg, correct, inliers_pos, inliers_neg = served.at(count, *plain) if served and count else plain
     declared_neg = bg_decisions(bg, neg, inliers_neg)
     bg.calibration.update({
         "verify_inliers": count, "verify_margin": verify_margin, "match_margin": margin,
@@ -261,7 +324,8 @@ def choose_verification(bg: BackgroundSet, pos: np.ndarray, neg: np.ndarray, cor
         "verified: correct positives declared": rate,
         "margin alone: correct positives declared": margin_only,
         "inliers, correct positives median / negatives p95": [
-            float(np.median(inliers_pos[correct])), float(np.quantile(inliers_neg, 0.95))],
+            float(np.median(inliers_pos[correct])) if correct.any() else float("nan"),
+            float(np.quantile(inliers_neg, 0.95))],
     })
 
 

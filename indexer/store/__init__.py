@@ -88,6 +88,10 @@ class ReferenceStore(Protocol):
     def candidates(self, embedding_ids: Sequence[int]) -> dict[int, tuple[Reference, np.ndarray]]:
         """The current references behind embedding ids, each with its stored vector."""
 
+    def reference_candidates(self, reference_ids: Sequence[int],
+                             model_version: str) -> dict[int, tuple[Reference, np.ndarray]]:
+        """As ``candidates`` (by embedding id), for every vector of this model of these references."""
+
     def collection_ids(self, names: Collection[str]) -> dict[str, int]: ...
 
     def local_features_of(self, reference_ids: Sequence[int]) -> dict[int, bytes]:

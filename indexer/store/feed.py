@@ -17,11 +17,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import Connection, Row, select, text
+from sqlalchemy import Connection, Row, func, select, text
 
 from origin_id.indexer.store import vector_codec
 from origin_id.indexer.store.postgres import PostgresStore, reported
-from origin_id.indexer.store.schema import embeddings, index_changes, references
+from origin_id.indexer.store.schema import embeddings, index_changes, local_features, references
 
 #: Rows fetched from the server-side cursor at a time.
 CHUNK = 20_000
@@ -32,6 +32,12 @@ class Chunk:
     ids: np.ndarray  # int64
     collection_ids: np.ndarray  # int64
     vectors: np.ndarray  # float32 (n, dim)
+
+
+@dataclass
+class KeypointChunk:
+    reference_ids: np.ndarray  # int64
+    data: list[bytes]  # each reference's ``LocalFeatures.encode()``
 
 
 @dataclass
@@ -63,6 +69,32 @@ def _watermark(conn: Connection) -> int:
     return int(conn.execute(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")).scalar_one())
 
 
+def _build_start(conn: Connection, model_version: str) -> Snapshot:
+    """Where a build reading in this transaction stands in the change log."""
+    xmin = _watermark(conn)
+    return Snapshot(xmin, set(conn.execute(select(index_changes.c.id).where(
+        index_changes.c.xid >= xmin, index_changes.c.model_version == model_version)).scalars()))
+
+
+def _fresh_changes(conn: Connection, model_version: str,
+                   since: Snapshot) -> tuple[Snapshot, list[tuple[int, int, str]]]:
+    """The next read's snapshot and the change rows (id, embedding id, op) not applied since
+    ``since``, in order."""
+    xmin = _watermark(conn)
+    rows = conn.execute(
+        select(index_changes.c.id, index_changes.c.xid, index_changes.c.embedding_id, index_changes.c.op)
+        .where(index_changes.c.xid >= since.xmin, index_changes.c.model_version == model_version)
+        .order_by(index_changes.c.id)).all()
+    return (Snapshot(xmin, {r.id for r in rows if r.xid >= xmin}),
+            [(r.id, r.embedding_id, r.op) for r in rows if r.id not in since.applied])
+
+
+def _added(conn: Connection, fresh: list[tuple[int, int, str]], query) -> list[Row]:
+    """``query(embedding ids)``'s rows for the added embeddings of ``fresh``, in bounded IN lists."""
+    wanted = sorted({eid for _, eid, op in fresh if op == "a"})
+    return [row for start in range(0, len(wanted), 10_000) for row in conn.execute(query(wanted[start:start + 10_000]))]
+
+
 class IndexFeed:
     def __init__(self, store: PostgresStore):
         self.store = store
@@ -74,10 +106,7 @@ class IndexFeed:
             conn = conn.execution_options(isolation_level="REPEATABLE READ", stream_results=True,
                                           yield_per=CHUNK)
             with conn.begin():
-                xmin = _watermark(conn)
-                applied = set(conn.execute(select(index_changes.c.id).where(
-                    index_changes.c.xid >= xmin, index_changes.c.model_version == model_version)).scalars())
-                yield Snapshot(xmin, applied), self._chunks(conn, model_version)
+                yield _build_start(conn, model_version), self._chunks(conn, model_version)
 
     @staticmethod
     def _chunks(conn: Connection, model_version: str) -> Iterator[Chunk]:
@@ -94,23 +123,51 @@ class IndexFeed:
         with self.store.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
-                xmin = _watermark(conn)
-                rows = conn.execute(
-                    select(index_changes.c.id, index_changes.c.xid, index_changes.c.embedding_id,
-                           index_changes.c.op)
-                    .where(index_changes.c.xid >= since.xmin, index_changes.c.model_version == model_version)
-                    .order_by(index_changes.c.id)).all()
-                fresh = [(r.id, r.embedding_id, r.op) for r in rows if r.id not in since.applied]
-                wanted = sorted({eid for _, eid, op in fresh if op == "a"})
-                added = []
-                for start in range(0, len(wanted), 10_000):  # bounded IN lists
-                    added += conn.execute(
-                        select(embeddings.c.id, references.c.collection_id, embeddings.c.dim, embeddings.c.vector)
-                        .select_from(embeddings.join(references, embeddings.c.reference_id == references.c.id))
-                        .where(embeddings.c.id.in_(wanted[start:start + 10_000]))).all()
+                snapshot, fresh = _fresh_changes(conn, model_version, since)
+                added = _added(conn, fresh, lambda ids: (
+                    select(embeddings.c.id, references.c.collection_id, embeddings.c.dim, embeddings.c.vector)
+                    .select_from(embeddings.join(references, embeddings.c.reference_id == references.c.id))
+                    .where(embeddings.c.id.in_(ids))))
         chunk = Chunk(np.array([r[0] for r in added], np.int64), np.array([r[1] for r in added], np.int64),
                       _vectors(added))
-        return Changes(Snapshot(xmin, {r.id for r in rows if r.xid >= xmin}), fresh, chunk)
+        return Changes(snapshot, fresh, chunk)
+
+    # -- the keypoint index's reads: same watermark, same change log ---------------------
+
+    @contextlib.contextmanager
+    def keypoint_snapshot(self, model_version: str) -> Iterator[tuple[Snapshot, int, Iterator[KeypointChunk]]]:
+        """(the snapshot's place in the change log, how many references it holds keypoints of,
+        their keypoints in chunks) for the references that have a vector of this model, in one
+        transaction: the keypoint index's build then follows the change log from the same point
+        as a vector index build would."""
+        with self.store.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ", stream_results=True,
+                                          yield_per=CHUNK)
+            with conn.begin():
+                start = _build_start(conn, model_version)
+                served = select(embeddings.c.id).where(
+                    embeddings.c.reference_id == local_features.c.reference_id,
+                    embeddings.c.model_version == model_version).exists()
+                count = conn.execute(select(func.count()).select_from(local_features).where(served)).scalar_one()
+                result = conn.execute(select(local_features.c.reference_id, local_features.c.data).where(served))
+                yield start, int(count), (
+                    KeypointChunk(np.fromiter((r[0] for r in rows), np.int64, len(rows)), [bytes(r[1]) for r in rows])
+                    for rows in result.partitions(CHUNK))
+
+    @reported
+    def keypoint_changes(self, model_version: str, since: Snapshot) -> tuple[Snapshot, KeypointChunk]:
+        """The next read's snapshot, and the keypoints of the references whose vectors were
+        added since ``since`` (those that still exist)."""
+        with self.store.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                snapshot, fresh = _fresh_changes(conn, model_version, since)
+                found = _added(conn, fresh, lambda ids: (
+                    select(local_features.c.reference_id, local_features.c.data)
+                    .where(local_features.c.reference_id.in_(
+                        select(embeddings.c.reference_id).where(embeddings.c.id.in_(ids))))))
+        chunk = KeypointChunk(np.array([r[0] for r in found], np.int64), [bytes(r[1]) for r in found])
+        return snapshot, chunk
 
     @reported
     def prune(self, older_than_s: float) -> int:

@@ -326,15 +326,27 @@ class PostgresStore:
     def candidates(self, embedding_ids: Sequence[int]) -> dict[int, tuple[Reference, np.ndarray]]:
         """The references behind embedding ids, with the stored vector of each (deleted ones
         are absent), for scoring candidates exactly."""
+        return self._candidates(embeddings.c.id, embedding_ids)
+
+    @reported
+    def reference_candidates(self, reference_ids: Sequence[int],
+                             model_version: str) -> dict[int, tuple[Reference, np.ndarray]]:
+        """As ``candidates``, for every vector of this model of these references."""
+        return self._candidates(embeddings.c.reference_id, reference_ids, model_version)
+
+    def _candidates(self, column, ids: Sequence[int],
+                    model_version: str | None = None) -> dict[int, tuple[Reference, np.ndarray]]:
         out: dict[int, tuple[Reference, np.ndarray]] = {}
-        ids = sorted({int(i) for i in embedding_ids})
+        ids = sorted({int(i) for i in ids})
         with self.engine.connect() as conn:
             for start in range(0, len(ids), 10_000):  # bounded IN lists
                 query = (select(embeddings.c.id.label("embedding_id"), embeddings.c.model_version,
                                 embeddings.c.dim, embeddings.c.vector, *_REFERENCE_COLUMNS)
                          .select_from(embeddings.join(references, embeddings.c.reference_id == references.c.id)
                                       .join(collections, references.c.collection_id == collections.c.id))
-                         .where(embeddings.c.id.in_(ids[start:start + 10_000])))
+                         .where(column.in_(ids[start:start + 10_000])))
+                if model_version is not None:
+                    query = query.where(embeddings.c.model_version == model_version)
                 for row in conn.execute(query):
                     out[row.embedding_id] = (_reference(row, row.model_version),
                                              vector_codec.decode(row.vector, row.dim))

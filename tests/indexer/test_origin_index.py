@@ -142,3 +142,35 @@ def test_keypoints_verify_a_tilted_crop_and_the_calibrated_rule_declares_it(sett
         assert not unverified.match  # the margin alone (2.0) declares nothing
     finally:
         origin.close()
+
+
+def test_keypoint_candidates_bring_back_an_origin_the_vectors_missed(settings, bundle, images, reference_images):
+    """When the vectors' candidates lack a tilted crop's origin, the keypoint index finds it,
+    verification proves it, and it is ranked first; within its collection only; with
+    ``keypoint_candidates`` 0 nothing brings it back."""
+    from origin_id.indexer.query_views import query_batch
+    from tests.indexer.test_local_features import crop_and_tilt
+
+    origin = OriginIndex.open(settings, bundle=bundle)
+    try:
+        refs = [o.reference for o in origin.pipeline.run(IngestItem.from_bytes(d) for d in images)]
+        assert origin.rank_inliers > 0  # the shipped model's rule is calibrated for verification
+        crop = crop_and_tilt(reference_images[4])
+        query = origin.decode(encode(crop))
+        vectors = origin.embedder.project(origin.embedder.encode(query_batch(query.image)))
+        missed = [c for c in origin.search(vectors, 4) if c.reference.id != refs[4].id][:3]
+        found = origin.verify(query.image, missed, vectors)
+        assert found[0].reference.id == refs[4].id and found[0].inliers >= origin.rank_inliers, found
+        assert len(found) == len(missed)
+        assert all(c.inliers < origin.rank_inliers for c in found[1:])
+        assert origin.verify(query.image, missed, vectors, collections=["elsewhere"])[0].reference.id != refs[4].id
+        answer = origin.identify(encode(crop), top_k=1)
+        assert answer.candidates[0].reference.id == refs[4].id
+    finally:
+        origin.close()
+    plain = OriginIndex.open(with_settings(settings, keypoint_candidates=0), bundle=bundle)
+    try:
+        assert plain.keypoints is None
+        assert refs[4].id not in {c.reference.id for c in plain.verify(query.image, missed, vectors)}
+    finally:
+        plain.close()

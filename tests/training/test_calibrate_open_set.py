@@ -3,7 +3,7 @@
 import numpy as np
 
 from origin_id.indexer.open_set import BackgroundSet
-from training.calibrate_open_set import bg_decisions, choose_verification, margin_for
+from training.calibrate_open_set import ServedTop1, bg_decisions, choose_verification, margin_for
 
 
 def calibrated(pos, neg, correct, inliers_pos, inliers_neg, target=0.03) -> BackgroundSet:
@@ -38,3 +38,25 @@ def test_uninformative_inliers_leave_the_margin_alone():
     bg = calibrated(pos, neg, np.ones(600, bool), np.zeros(600, int), rng.poisson(3, 600))
     assert bg.verify_inliers == 0 and bg.match_margin == margin_for(neg, 0.03)
     assert not bg.decide(bg.match_margin - 1e-3, 10_000)
+
+
+def test_counts_are_judged_on_the_top_1s_the_service_would_rank_first():
+    """Wrong top-1s whose origin is found by its keypoints (many inliers, lower score) count as
+    right under a count they reach; no-origin queries whose best-verified candidate reaches a
+    count count as that candidate's matches, so a count low enough to reach look-alikes'
+    fits is not chosen."""
+    rng = np.random.default_rng(2)
+    neg, inliers_neg = rng.normal(0.2, 0.1, 600), rng.poisson(3, 600)
+    pos, inliers_pos = rng.normal(0.5, 0.05, 600), rng.poisson(3, 600)
+    correct = np.zeros(600, bool)  # the vectors' top-1s are all wrong ...
+    served = ServedTop1(drop_pos=np.full(600, 0.05), drop_neg=np.zeros(600),
+                        inliers_pos=np.full(600, 45), inliers_neg=rng.poisson(3, 600), correct=np.ones(600, bool))
+    served.inliers_neg[:60] = 25  # ... and 10% of no-origin queries fit a look-alike by 25
+    bg = BackgroundSet(np.eye(4, dtype=np.float32), "m", k=1, match_margin=margin_for(neg, 0.03))
+    choose_verification(bg, pos, neg, correct, inliers_pos, inliers_neg, 0.03, served)
+    assert 25 < bg.verify_inliers <= 45
+    assert bg.calibration["verified: correct positives declared"] > 0.9
+    assert bg.calibration["verified: false-match rate"] <= 0.03
+    plain = BackgroundSet(np.eye(4, dtype=np.float32), "m", k=1, match_margin=margin_for(neg, 0.03))
+    choose_verification(plain, pos, neg, correct, inliers_pos, inliers_neg, 0.03)
+    assert plain.verify_inliers == 0  # without the ranking nothing right is ever declared
