@@ -3,8 +3,8 @@
 The ID2 vectors rank a crop, a tilted or framed copy low when the edit moves the picture
 far from every indexed region, and geometric verification (``local_features``) can only
 prove a copy of the candidates it is given. This index gives it candidates: every
-reference's ORB descriptors in one FAISS binary index. Each of a query's descriptors (and
-its mirror image's) looks up its nearest stored descriptors, and a reference gets one
+reference's ORB descriptors in one FAISS binary index. Each of a query's descriptors (of
+each of its views, ``QueryFeatures``) looks up its nearest stored descriptors, and a reference gets one
 vote from each query descriptor that found one of its own within ``MAX_DISTANCE`` bits.
 The references with most votes are verified beside the vectors' best candidates; a
 lookup cannot decide anything by itself.
@@ -142,7 +142,7 @@ class KeypointIndex:
 
     def vote(self, query: QueryFeatures, limit: int) -> list[int]:
         """The ids of the ``limit`` references with most votes from the query's keypoints."""
-        views = [v.descriptors for v in (query.plain, query.mirrored) if len(v)]
+        views = [v.descriptors for v in query.views if len(v)]
         if not views or limit <= 0:
             return []
         return compute.run(self._vote, np.ascontiguousarray(np.concatenate(views), np.uint8), limit)

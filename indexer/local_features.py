@@ -93,19 +93,26 @@ def extract(image: Image.Image) -> LocalFeatures:
 
 @dataclass(frozen=True)
 class QueryFeatures:
-    """A query's keypoints and its mirror image's: ORB descriptors are not mirror-invariant,
-    and mirrored copies are a copy edit the service matches (``query_views``)."""
+    """A query's keypoints, its mirror image's (ORB descriptors are not mirror-invariant, and
+    mirrored copies are a copy edit the service matches), and those of the picture inside its
+    borders when it has any (``query_views.trim_borders``: a picture small inside a post or
+    a screenshot keeps few keypoints when the whole post is analysed at ``ANALYSIS_SIDE``)."""
 
     plain: LocalFeatures
     mirrored: LocalFeatures
+    inner: LocalFeatures | None = None
 
     @classmethod
-    def of(cls, image: Image.Image) -> QueryFeatures:
-        return cls(extract(image), extract(ImageOps.mirror(image)))
+    def of(cls, image: Image.Image, inner: Image.Image | None = None) -> QueryFeatures:
+        return cls(extract(image), extract(ImageOps.mirror(image)), extract(inner) if inner is not None else None)
+
+    @property
+    def views(self) -> list[LocalFeatures]:
+        return [v for v in (self.plain, self.mirrored, self.inner) if v is not None]
 
     def inliers(self, reference: LocalFeatures) -> int:
-        """The better of the two views' ``inliers`` against ``reference``."""
-        return max(inliers(self.plain, reference), inliers(self.mirrored, reference))
+        """The best of the views' ``inliers`` against ``reference``."""
+        return max(inliers(v, reference) for v in self.views)
 
 
 def inliers(query: LocalFeatures, reference: LocalFeatures) -> int:

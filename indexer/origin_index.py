@@ -29,7 +29,7 @@ from origin_id.indexer.keypoint_index import KeypointIndex
 from origin_id.indexer.local_features import LocalFeatures, QueryFeatures
 from origin_id.indexer.model_bundle import ModelBundle
 from origin_id.indexer.pipeline import IngestPipeline
-from origin_id.indexer.query_views import query_batch
+from origin_id.indexer.query_views import query_views, views_batch
 from origin_id.indexer.store import Reference
 from origin_id.indexer.store.embedded import EmbeddedPostgres
 from origin_id.indexer.store.feed import IndexFeed
@@ -167,8 +167,10 @@ class OriginIndex:
             raise EmptyIndex("the index holds no references yet: add some first (origin-id ingest)")
         compute.stage("decode")
         query = self.decode(data)
-        # Preprocessed once: the detectors reuse the query's view (a large photo's resize is slow).
-        x = query_batch(query.image, flip=self.settings.query_flip, trim=self.settings.query_trim)
+        # Preprocessed once: the detectors reuse the query's view (a large photo's resize is slow),
+        # verification the picture inside its borders.
+        views = query_views(query.image, flip=False, trim=self.settings.query_trim)
+        x = views_batch(views, flip=self.settings.query_flip)
         compute.stage("embed")
         latents = self.embedder.encode(x)
         vectors = self.embedder.project(latents)
@@ -179,7 +181,8 @@ class OriginIndex:
         background = (self.bundle.background.score(vectors, regions=bool(self.embedder.layout))
                       if self.bundle.background is not None else 0.0)
         compute.stage("verify")
-        candidates = self.verify(query.image, candidates, vectors, collections)
+        inner = views[1] if len(views) > 1 else None  # the picture inside the query's borders
+        candidates = self.verify(query.image, candidates, vectors, collections, inner)
         match_score = candidates[0].score - background if candidates else float("-inf")
         basis = self.decide(match_score, candidates[0].inliers) if candidates else ""
         verdict = None
@@ -192,20 +195,21 @@ class OriginIndex:
                               inpainting=verdict, background_score=background, match_basis=basis)
 
     def verify(self, image: Image.Image, candidates: list[Candidate], vectors: np.ndarray,
-               collections: Collection[str] | None = None) -> list[Candidate]:
+               collections: Collection[str] | None = None, inner: Image.Image | None = None) -> list[Candidate]:
         """The candidates with their keypoint inliers: the first ``verify_candidates`` of them
         that have stored keypoints (the others keep -1), and the keypoint index's candidates
-        (``keypoint_candidates``), then ranked (``candidates.rank``)."""
+        (``keypoint_candidates``), then ranked (``candidates.rank``). ``inner``: the picture
+        inside the query's borders, when it has any (``QueryFeatures``)."""
         ranks = candidates[:self.settings.verify_candidates]
         if not ranks:
             return candidates
-        query = QueryFeatures.of(image) if self.keypoints is not None else None
+        query = QueryFeatures.of(image, inner) if self.keypoints is not None else None
         found = self.keypoint_candidates(query, vectors, {c.reference.id for c in candidates}, collections) \
             if query is not None else []
         stored = self.store.local_features_of([c.reference.id for c in [*ranks, *found]])
         if not stored:
             return candidates
-        query = query or QueryFeatures.of(image)
+        query = query or QueryFeatures.of(image, inner)
 
         def verified(c: Candidate) -> Candidate:
             data = stored.get(c.reference.id)

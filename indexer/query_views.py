@@ -199,10 +199,15 @@ def query_views(image: Image.Image, flip: bool = True, trim: bool = True) -> lis
 
 
 def query_batch(image: Image.Image, flip: bool = True, trim: bool = True) -> torch.Tensor:
-    """``query_views`` preprocessed for the VAE: (views, 3, 256, 256), in the same order.
+    """``query_views`` preprocessed for the VAE: (views, 3, 256, 256), in the same order."""
+    return views_batch(query_views(image, flip=False, trim=trim), flip)
+
+
+def views_batch(views: list[Image.Image], flip: bool = True) -> torch.Tensor:
+    """Unmirrored views preprocessed for the VAE, followed by their mirror images when ``flip``.
 
     The mirror views are the other views' tensors flipped: mirroring commutes with the
     resize (the same pixels, exactly), and a large query then needs one resize per view
     instead of two, and no full-size mirror image."""
-    x = preprocess_arrays(query_views(image, flip=False, trim=trim))
+    x = preprocess_arrays(views)
     return to_tensor(np.concatenate([x, x[:, :, ::-1]]) if flip else x)

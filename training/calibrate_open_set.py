@@ -50,7 +50,7 @@ from origin_id.indexer.keypoint_index import KeypointIndex
 from origin_id.indexer.local_features import LocalFeatures, QueryFeatures, extract
 from origin_id.indexer.model_bundle import ModelBundle
 from origin_id.indexer.open_set import BackgroundSet
-from origin_id.indexer.query_views import query_batch
+from origin_id.indexer.query_views import query_batch, trim_borders
 from training.data import package_images, procedural_image
 from training.edits import FAMILIES, apply, random_seen_edit
 from training.fetch_data import unpack_package
@@ -81,22 +81,21 @@ def similarities(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
                            for s in range(0, len(queries), 64)])
 
 
-def top1_scores(queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best gallery index and score of each query."""
-    sims = similarities(queries, gallery)
-    best = sims.argmax(1)
-    return best, sims[np.arange(len(best)), best]
+def query_features(images: list[Image.Image], settings: Settings) -> list[QueryFeatures]:
+    """Each query's keypoints as the service extracts them (with the picture inside its
+    borders when ``query_trim`` finds one)."""
+    return [QueryFeatures.of(im, trim_borders(im) if settings.query_trim else None)
+            for im in tqdm(images, desc="query keypoints", unit="query")]
 
 
-def best_verified(queries: list[Image.Image], sims: np.ndarray, gallery: list[LocalFeatures],
+def best_verified(queries: list[QueryFeatures], sims: np.ndarray, gallery: list[LocalFeatures],
                   keypoints: KeypointIndex, verified: int = 5, voted: int = 10) -> dict[str, np.ndarray]:
     """Each query's candidate with the most keypoint inliers (ties: the higher score) among
     its ``verified`` best by score and the keypoint index's ``voted`` others, as the service
     verifies them: its gallery index, inliers and score."""
     out = {"index": np.zeros(len(queries), np.int64), "inliers": np.zeros(len(queries), np.int32),
            "score": np.zeros(len(queries), np.float32)}
-    for q, image in enumerate(tqdm(queries, desc="verify candidates", unit="query")):
-        features = QueryFeatures.of(image)
+    for q, features in enumerate(tqdm(queries, desc="verify candidates", unit="query")):
         top = np.argsort(-sims[q])[:verified].tolist()
         others = [r for r in keypoints.vote(features, voted) if r not in top]
         scored = [(features.inliers(gallery[c]), float(sims[q, c]), c) for c in [*top, *others]]
@@ -105,10 +104,9 @@ def best_verified(queries: list[Image.Image], sims: np.ndarray, gallery: list[Lo
     return out
 
 
-def verified_inliers(queries: list[Image.Image], best: np.ndarray, gallery: list[LocalFeatures]) -> np.ndarray:
+def verified_inliers(queries: list[QueryFeatures], best: np.ndarray, gallery: list[LocalFeatures]) -> np.ndarray:
     """Each query's keypoint inliers with its top-1 gallery image, as the service counts them."""
-    return np.array([QueryFeatures.of(image).inliers(gallery[int(b)])
-                     for image, b in tqdm(list(zip(queries, best)), desc="verify", unit="query")], np.int32)
+    return np.array([features.inliers(gallery[int(b)]) for features, b in zip(queries, best)], np.int32)
 
 
 def margin_for(negative_margins: np.ndarray, target_fpr: float) -> float:
@@ -180,15 +178,16 @@ def main(argv: list[str] | None = None) -> None:
     features = [extract(im) for im in tqdm(gallery_images, desc="keypoints", unit="image")]
     keypoints = KeypointIndex()
     keypoints.add(np.arange(len(features)), [f.encode() for f in features])
-    alt_pos = best_verified(positives, sims_pos, features, keypoints)
-    alt_neg = best_verified(negatives, sims_neg, features, keypoints)
+    f_pos, f_neg = query_features(positives, settings), query_features(negatives, settings)
+    alt_pos = best_verified(f_pos, sims_pos, features, keypoints)
+    alt_neg = best_verified(f_neg, sims_neg, features, keypoints)
     # Weight 1 while scoring: the saved margins are the plain ones, whatever weight is chosen.
     bg = BackgroundSet(background.reshape(-1, background.shape[-1]), bundle.version, k=args.k,
                        layout=embedder.layout, weight=1.0)
     scores = {"score_pos": score_pos, "score_neg": score_neg, "margin_pos": score_pos - bg.scores(q_pos),
               "margin_neg": score_neg - bg.scores(q_neg), "correct": best_pos == np.array(truth),
-              "inliers_pos": verified_inliers(positives, best_pos, features),
-              "inliers_neg": verified_inliers(negatives, best_neg, features),
+              "inliers_pos": verified_inliers(f_pos, best_pos, features),
+              "inliers_neg": verified_inliers(f_neg, best_neg, features),
               # The best-verified candidate: how far below the top-1 it scores, its inliers.
               "alt_drop_pos": score_pos - alt_pos["score"], "alt_drop_neg": score_neg - alt_neg["score"],
               "alt_inliers_pos": alt_pos["inliers"], "alt_inliers_neg": alt_neg["inliers"],

@@ -65,3 +65,22 @@ def test_a_flat_image_has_no_keypoints_and_verifies_nothing(photos):
     features = extract(flat)
     assert len(features) == 0 and LocalFeatures.decode(features.encode()).side == 512
     assert QueryFeatures.of(flat).inliers(extract(photos["rocket"])) == 0
+
+
+def test_the_picture_inside_a_post_is_verified_at_its_own_scale(photos):
+    """A photo small inside a wide post: at the post's scale few of its keypoints survive;
+    the picture found inside the borders (``trim_borders``) is analysed at full size and fits
+    its origin by far more."""
+    from PIL import ImageDraw
+
+    from origin_id.indexer.query_views import trim_borders
+
+    post = Image.new("RGB", (1600, 1100), (245, 245, 245))
+    post.paste(photos["chelsea"].resize((510, 340)), (560, 330))
+    ImageDraw.Draw(post).text((560, 690), "shared 2h ago", fill=(30, 30, 30))
+    inner = trim_borders(post)
+    assert inner is not None and inner.width < 700
+    origin = extract(photos["chelsea"])
+    whole, framed = QueryFeatures.of(post), QueryFeatures.of(post, inner)
+    assert len(framed.views) == 3 and len(whole.views) == 2
+    assert framed.inliers(origin) >= max(40, 2 * whole.inliers(origin)), (framed.inliers(origin), whole.inliers(origin))
