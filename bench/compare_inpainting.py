@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.inpainting import photo_redraws, redrawn_aucs, redrawn_means, roc_auc
+from bench.inpainting_stats import photo_redraws, redrawn_aucs, redrawn_means
+from training.metrics import roc_auc
 
 INPAINTED = ["seen", "unseen mask", "unseen fill"]
 NEGATIVES = ["pristine", "globally edited"]

@@ -52,7 +52,11 @@ import torch
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
-from bench.identify import micro_ap
+from bench.inpainting_figures import mask_sheet, photo_sheet, plot_roc
+from bench.inpainting_stats import (
+    detection_scores,
+    photo_bootstrap_auc,
+)
 from bench.service import conv_throughput, machine
 from origin_id.detectors.analyzer import InpaintingAnalyzer, InpaintingResult
 from origin_id.indexer.config import Settings
@@ -125,77 +129,6 @@ def analyze_all(analyzer: InpaintingAnalyzer, samples: list[Sample], localize: b
     return out
 
 
-def average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
-    labels = np.concatenate([np.ones(len(pos), bool), np.zeros(len(neg), bool)])
-    return micro_ap(np.concatenate([pos, neg]), labels, len(pos))[0]
-
-
-def tpr_at_fpr(pos: np.ndarray, neg: np.ndarray, fpr: float = 0.05) -> float:
-    cut = np.quantile(neg, 1 - fpr, method="higher")
-    return float((pos > cut).mean())
-
-
-def detection_scores(pos: np.ndarray, neg: np.ndarray, threshold: float) -> dict[str, float]:
-    return {"auc": roc_auc(pos, neg), "ap": average_precision(pos, neg), "tpr_at_5fpr": tpr_at_fpr(pos, neg),
-            "tpr_at_threshold": float((pos >= threshold).mean()),
-            "fpr_at_threshold": float((neg >= threshold).mean())}
-
-
-def photo_redraws(photos: int, rounds: int = 2000, seed: int = 0) -> np.ndarray:
-    """(rounds, photos) counts: how often each test photo is drawn in each redraw of as
-    many photos as there are, with replacement (the photo bootstrap's draws)."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(photos, np.full(photos, 1 / photos), size=rounds).astype(float)
-
-
-def redrawn_aucs(pos: np.ndarray, pos_photo: np.ndarray, neg: np.ndarray, neg_photo: np.ndarray,
-                 counts: np.ndarray) -> np.ndarray:
-    """The AUC in each redraw of ``counts`` (``photo_redraws``; photo i is column i), every
-    drawn photo bringing all of its positives and negatives, as often as it was drawn; NaN
-    for a redraw with no positive or no negative.
-
-    A photo's samples share its content, so they are not independent draws: with 20
-    photos, which photos were drawn moves an AUC more than which crops were cut from
-    them (per-photo AUCs range 0.83-0.99). The pairwise comparisons are summed per pair of
-    photos once (``wins[a, b]``: positives of photo a over negatives of photo b, ties
-    half), so a redraw costs two small products."""
-    n = counts.shape[1]
-    if max(pos_photo.max(initial=-1), neg_photo.max(initial=-1)) >= n:
-        raise ValueError(f"photo indices must be below {n}, the redraws' photo count")
-    order = np.argsort(neg)
-    sorted_neg, sorted_photo = neg[order], neg_photo[order]
-    wins = np.zeros((n, n))
-    for score, photo in zip(pos, pos_photo):
-        below, upto = np.searchsorted(sorted_neg, score, "left"), np.searchsorted(sorted_neg, score, "right")
-        np.add.at(wins[photo], sorted_photo[:below], 1.0)
-        np.add.at(wins[photo], sorted_photo[below:upto], 0.5)
-    pairs = (counts @ np.bincount(pos_photo, minlength=n)) * (counts @ np.bincount(neg_photo, minlength=n))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.einsum("ra,ab,rb->r", counts, wins, counts) / pairs
-
-
-def redrawn_means(values: np.ndarray, photo: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """The mean of per-sample ``values`` (a pixel F1 per inpainted image) in each redraw of
-    ``counts`` (``photo_redraws``), every drawn photo bringing all of its samples; NaN for a
-    redraw with none."""
-    n = counts.shape[1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (counts @ np.bincount(photo, weights=values, minlength=n)) / (counts @ np.bincount(photo, minlength=n))
-
-
-def photo_bootstrap_auc(pos: np.ndarray, pos_photo: np.ndarray, neg: np.ndarray, neg_photo: np.ndarray,
-                        rounds: int = 2000, seed: int = 0, level: float = 0.95,
-                        photos: int | None = None) -> tuple[float, float]:
-    """The ``level`` range of the AUC when the test photos are drawn again (``redrawn_aucs``
-    over ``rounds`` redraws of the ``photos`` photos, numbered 0..photos-1; by default as
-    many as the highest number seen)."""
-    photos = photos or int(max(pos_photo.max(), neg_photo.max())) + 1
-    aucs = redrawn_aucs(pos, pos_photo, neg, neg_photo, photo_redraws(photos, rounds, seed))
-    aucs = aucs[~np.isnan(aucs)]
-    tail = (1 - level) / 2
-    return float(np.quantile(aucs, tail)), float(np.quantile(aucs, 1 - tail))
-
-
 def latency(analyzer: InpaintingAnalyzer, samples: list[Sample], n: int) -> dict[str, float]:
     """Milliseconds per query, median and p95, with the host's convolution throughput just
     before and after (``conv_throughput``), so a run on a slowed host reads as one."""
@@ -223,28 +156,6 @@ def latency(analyzer: InpaintingAnalyzer, samples: list[Sample], n: int) -> dict
     out["added_ms"], out["added_p95_ms"] = float(np.median(times)), float(np.percentile(times, 95))
     out["host_gflops_after"] = conv_throughput(analyzer.device)
     return out
-
-
-def mask_sheet(samples: list[Sample], results: list[InpaintingResult], path: Path, n: int = 8) -> None:
-    """Rows of (query, ground truth over query, predicted mask over query)."""
-    tiles = []
-    size = 192
-    for s, r in list(zip(samples, results))[:n]:
-        im = Image.open(io.BytesIO(s.jpeg)).convert("RGB").resize((size, size))
-
-        def overlay(mask: np.ndarray | None, colour: tuple[int, int, int], base: Image.Image = im) -> Image.Image:
-            arr = np.asarray(base, np.float32).copy()
-            if mask is not None:
-                m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size))) > 127
-                arr[m] = 0.45 * arr[m] + 0.55 * np.array(colour, np.float32)
-            return Image.fromarray(arr.astype(np.uint8))
-
-        tiles.append([im, overlay(s.mask, (0, 200, 0)), overlay(r.mask, (230, 30, 30))])
-    sheet = Image.new("RGB", (3 * size + 8, len(tiles) * (size + 4)), "white")
-    for row, trio in enumerate(tiles):
-        for col, tile in enumerate(trio):
-            sheet.paste(tile, (col * (size + 4), row * (size + 4)))
-    sheet.save(path)
 
 
 def mask_area_bucket(sample: Sample) -> str:
@@ -301,49 +212,6 @@ def by_photo_set(photo_set: list[str], groups: dict[str, list[Sample]], prob: di
                     for g in ("pristine", "globally edited")})
         out[name] = row
     return out
-
-
-def photo_sheet(photos: list[Image.Image], rows: list[dict], path: Path, height: int = 120,
-                width: int = 960) -> None:
-    """The test photos in rows of at most ``width`` px, each captioned with its number and AUC."""
-    from PIL import ImageDraw
-
-    thumbs = [p.resize((max(1, round(p.width * height / p.height)), height)) for p in photos]
-    cells = [max(t.width, 100) + 6 for t in thumbs]  # room for the caption under a narrow photo
-    places, x, y = [], 0, 0
-    for cell in cells:
-        if x and x + cell > width:
-            x, y = 0, y + height + 20
-        places.append((x, y))
-        x += cell
-    sheet = Image.new("RGB", (max(px + c for (px, _), c in zip(places, cells)), y + height + 20), "white")
-    draw = ImageDraw.Draw(sheet)
-    for thumb, row, (px, py) in zip(thumbs, rows, places):
-        sheet.paste(thumb, (px, py))
-        draw.text((px + 2, py + height + 4), f"#{row['photo']} AUC {row['auc']:.2f}", fill="black")
-    sheet.save(path)
-
-
-def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    for name, (pos, neg) in curves.items():
-        cuts = np.unique(np.concatenate([pos, neg, [np.inf]]))[::-1]
-        tpr = [(pos >= c).mean() for c in cuts]
-        fpr = [(neg >= c).mean() for c in cuts]
-        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc(pos, neg):.3f})")
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.axvline(0.05, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("false-positive rate")
-    ax.set_ylabel("true-positive rate")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:

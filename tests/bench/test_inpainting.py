@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.inpainting import breakdown, build_groups, by_photo_set, per_photo, photo_bootstrap_auc, roc_auc
+from bench.inpainting import breakdown, build_groups, by_photo_set, per_photo
+from bench.inpainting_stats import photo_bootstrap_auc
 from training.data import procedural_image
+from training.metrics import roc_auc
 
 
 def test_groups_record_their_source_photo_and_breakdowns_follow_it():

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.inpainting import pixel_scores
 from origin_id.detectors.analyzer import InpaintingAnalyzer
 from tests.conftest import skimage_photos
 from training.data import load_rgb, random_crop, skimage_images
 from training.inpainting import finish, inpaint, make_sample
+from training.metrics import pixel_scores
 
 
 @pytest.fixture(scope="module")
