@@ -29,12 +29,13 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterable
 
 import faiss
 import numpy as np
 
 from origin_id.indexer.local_features import DESCRIPTOR_BYTES, LocalFeatures, QueryFeatures
-from origin_id.indexer.store.feed import IndexFeed, Snapshot
+from origin_id.indexer.store.feed import IndexFeed, KeypointChunk, Snapshot
 from origin_id.models import compute
 
 log = logging.getLogger(__name__)
@@ -99,11 +100,12 @@ class KeypointIndex:
         candidates, and the log says so). Returns the references added."""
         fresh: list[tuple[int, np.ndarray]] = []
         with self._lock:
-            known = set(self._known)
-        for ref_id, blob in zip(np.asarray(reference_ids, np.int64).tolist(), data):
-            if ref_id in known:
+            held = [r in self._known for r in np.asarray(reference_ids, np.int64).tolist()]
+        seen: set[int] = set()
+        for ref_id, blob, known in zip(np.asarray(reference_ids, np.int64).tolist(), data, held):
+            if known or ref_id in seen:
                 continue
-            known.add(ref_id)
+            seen.add(ref_id)
             try:
                 features = LocalFeatures.decode(blob)
             except ValueError as exc:
@@ -168,25 +170,31 @@ class KeypointIndex:
 
     def rebuild(self, feed: IndexFeed, model_version: str) -> None:
         """A new index of every stored reference's keypoints, streamed from one snapshot and
-        swapped in when ready; then the changes written meanwhile. Past ``FLAT_LIMIT``
-        descriptors (estimated from the first chunk) the inverted lists are trained on the
-        first chunk's descriptors."""
+        swapped in when ready; then the changes written meanwhile."""
         started = time.monotonic()
-        staged = KeypointIndex()
         with feed.keypoint_snapshot(model_version) as (snapshot, references, chunks):
-            for chunk in chunks:
-                if not staged._trained_for and not staged._index.ntotal:
-                    sample = [d for d in (_descriptors(b) for b in chunk.data) if d is not None]
-                    per_reference = sum(len(d) for d in sample) / max(len(chunk.data), 1)
-                    if references * per_reference > FLAT_LIMIT and sample:
-                        staged._train(np.concatenate(sample), int(references * per_reference))
-                for start in range(0, len(chunk.data), 2000):  # in pieces: queries interleave on the compute thread
-                    staged.add(chunk.reference_ids[start:start + 2000], chunk.data[start:start + 2000])
+            staged = KeypointIndex.built(chunks, references)
         with self._lock, staged._lock:
             self._index, self._owners, self._known = staged._index, staged._owners, staged._known
             self._trained_for, self._snapshot = staged._trained_for, snapshot
         self.sync(feed, model_version)
         log.info("%s, built in %.1f s", self.description(), time.monotonic() - started)
+
+    @classmethod
+    def built(cls, chunks: Iterable[KeypointChunk], references: int) -> KeypointIndex:
+        """An index of ``references`` references' keypoints, read in chunks. Past
+        ``FLAT_LIMIT`` descriptors (estimated from the first chunk) the inverted lists are
+        trained on the first chunk's descriptors."""
+        index = cls()
+        for chunk in chunks:
+            if not index._trained_for and not index._index.ntotal:
+                sample = [d for d in (_descriptors(b) for b in chunk.data) if d is not None]
+                per_reference = sum(len(d) for d in sample) / max(len(chunk.data), 1)
+                if references * per_reference > FLAT_LIMIT and sample:
+                    index._train(np.concatenate(sample), int(references * per_reference))
+            for start in range(0, len(chunk.data), 2000):  # in pieces: queries interleave on the compute thread
+                index.add(chunk.reference_ids[start:start + 2000], chunk.data[start:start + 2000])
+        return index
 
     def _train(self, points: np.ndarray, total: int) -> None:
         nlist = list_count(total)

@@ -51,6 +51,7 @@ from origin_id.indexer.local_features import LocalFeatures, QueryFeatures, extra
 from origin_id.indexer.model_bundle import ModelBundle
 from origin_id.indexer.open_set import BackgroundSet
 from origin_id.indexer.query_views import query_batch, trim_borders
+from origin_id.indexer.store.feed import KeypointChunk
 from training.data import package_images, procedural_image
 from training.edits import FAMILIES, apply, random_seen_edit
 from training.fetch_data import unpack_package
@@ -176,8 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     best_pos, best_neg = sims_pos.argmax(1), sims_neg.argmax(1)
     score_pos, score_neg = sims_pos.max(1), sims_neg.max(1)
     features = [extract(im) for im in tqdm(gallery_images, desc="keypoints", unit="image")]
-    keypoints = KeypointIndex()
-    keypoints.add(np.arange(len(features)), [f.encode() for f in features])
+    keypoints = KeypointIndex.built([KeypointChunk(np.arange(len(features)), [f.encode() for f in features])],
+                                    len(features))
     f_pos, f_neg = query_features(positives, settings), query_features(negatives, settings)
     alt_pos = best_verified(f_pos, sims_pos, features, keypoints)
     alt_neg = best_verified(f_neg, sims_neg, features, keypoints)
