@@ -95,7 +95,7 @@ class Settings:
                 "enter the match decision when the model's background set is calibrated for it; 0 = off)"})
     keypoint_candidates: int = field(default=10, metadata={
         "help": "verify as well the references whose keypoints most of the query's match (a keypoint index "
-                "in memory, ~10 MB per 1,000 references; finds crops and framed copies the vectors rank "
+                "in memory, ~15 MB per 1,000 references; finds crops and framed copies the vectors rank "
                 "low; needs verify_candidates > 0; 0 = off)"})
     match_threshold: float = field(default=float("nan"), metadata={
         "help": "override the model's calibrated match threshold, on the margin over the background score "

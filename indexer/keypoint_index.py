@@ -18,9 +18,9 @@ a build reads the keypoints from PostgreSQL, the source of truth. Deleted refere
 still win votes until then; their candidates are read back from the store, where they no
 longer exist, so they never reach an answer.
 
-Memory: 32 bytes of descriptor and 8 of owner per keypoint, up to ``MAX_KEYPOINTS`` (500)
-a reference: about 10 MB per 1,000 references at this project's average of ~300
-(docs/scale.md); the ``keypoint_candidates`` setting at 0 leaves it out entirely.
+Memory: 32 bytes of descriptor, 8 of list id and 8 of owner per keypoint, up to
+``MAX_KEYPOINTS`` (500) a reference: about 15 MB per 1,000 references at this project's
+average of ~310 (docs/scale.md); the ``keypoint_candidates`` setting at 0 leaves it out.
 """
 
 from __future__ import annotations
