@@ -204,7 +204,7 @@ class OriginIndex:
         if not ranks:
             return candidates
         query = QueryFeatures.of(image, inner) if self.keypoints is not None else None
-        found = self.keypoint_candidates(query, vectors, {c.reference.id for c in candidates}, collections) \
+        found = self.keypoint_candidates(query, vectors, {c.reference.id for c in ranks}, collections) \
             if query is not None else []
         stored = self.store.local_features_of([c.reference.id for c in [*ranks, *found]])
         if not stored:
@@ -221,13 +221,16 @@ class OriginIndex:
                 log.warning("reference %d: unreadable local features (%s)", c.reference.id, exc)
                 return c
 
-        return rank([verified(c) for c in ranks] + candidates[len(ranks):], [verified(c) for c in found],
-                    self.rank_inliers)
+        # A voted reference further down the list is verified there too.
+        found = {c.reference.id: verified(c) for c in found}
+        rest = [found.pop(c.reference.id, c) for c in candidates[len(ranks):]]
+        return rank([verified(c) for c in ranks] + rest, list(found.values()), self.rank_inliers)
 
     def keypoint_candidates(self, query: QueryFeatures, vectors: np.ndarray, known: set[int],
                             collections: Collection[str] | None) -> list[Candidate]:
-        """The references the keypoint index votes for that the vectors did not rank, scored
-        from their stored vectors as ``search`` scores (of ``collections`` only; None = all)."""
+        """The references the keypoint index votes for, other than ``known`` (those verified
+        already), scored from their stored vectors as ``search`` scores (of ``collections``
+        only; None = all)."""
         voted = [r for r in self.keypoints.vote(query, self.settings.keypoint_candidates) if r not in known]
         if not voted:
             return []

@@ -148,6 +148,8 @@ def test_keypoint_candidates_bring_back_an_origin_the_vectors_missed(settings, b
     """When the vectors' candidates lack a tilted crop's origin, the keypoint index finds it,
     verification proves it, and it is ranked first; within its collection only; with
     ``keypoint_candidates`` 0 nothing brings it back."""
+    import dataclasses
+
     from origin_id.indexer.query_views import query_batch
     from tests.indexer.test_local_features import crop_and_tilt
 
@@ -164,6 +166,13 @@ def test_keypoint_candidates_bring_back_an_origin_the_vectors_missed(settings, b
         assert len(found) == len(missed)
         assert all(c.inliers < origin.rank_inliers for c in found[1:])
         assert origin.verify(query.image, missed, vectors, collections=["elsewhere"])[0].reference.id != refs[4].id
+        # Listed below the verified ranks, the voted origin is verified where it stands, once.
+        own = [c for c in origin.search(vectors, len(images)) if c.reference.id == refs[4].id]
+        origin.settings = dataclasses.replace(settings, verify_candidates=1)
+        listed = origin.verify(query.image, [*missed, *own], vectors)
+        assert listed[0].reference.id == refs[4].id and listed[0].inliers >= origin.rank_inliers
+        assert [c.reference.id for c in listed].count(refs[4].id) == 1 and len(listed) == len(missed) + 1
+        origin.settings = settings
         answer = origin.identify(encode(crop), top_k=1)
         assert answer.candidates[0].reference.id == refs[4].id
     finally:
