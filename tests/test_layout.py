@@ -94,6 +94,7 @@ def test_no_service_or_training_module_is_over_the_size_a_newcomer_reads():
     assert not long, f"modules over {MAX_LINES} lines: {long}"
 
 
+@pytest.mark.slow  # builds the wheel
 def test_the_wheel_carries_the_service_alone(tmp_path):
     # Built from a copy: setuptools leaves a build/ folder beside the sources it builds.
     source = tmp_path / "source"

@@ -143,6 +143,7 @@ def test_detectors_refuse_a_different_vae(bundle, tmp_path):
         InpaintingAnalyzer.load(tmp_path / "nowhere", bundle.vae)
 
 
+@pytest.mark.slow  # an option's check (bfloat16, off by default), about 20 s
 def test_bfloat16_analysis_keeps_the_float32_verdicts(analyzer, photos):
     """``inpainting_precision`` bfloat16 (opt-in, faster on CPUs with AMX) runs the same
     models under autocast: probabilities and masks stay close to float32's."""
