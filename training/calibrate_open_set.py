@@ -93,21 +93,18 @@ def best_verified(queries: list[QueryFeatures], sims: np.ndarray, gallery: list[
                   keypoints: KeypointIndex, verified: int = 5, voted: int = 10) -> dict[str, np.ndarray]:
     """Each query's candidate with the most keypoint inliers (ties: the higher score) among
     its ``verified`` best by score and the keypoint index's ``voted`` others, as the service
-    verifies them: its gallery index, inliers and score."""
+    verifies them: its gallery index, inliers and score; and the inliers of the top-1 by score
+    (``top1_inliers``)."""
     out = {"index": np.zeros(len(queries), np.int64), "inliers": np.zeros(len(queries), np.int32),
-           "score": np.zeros(len(queries), np.float32)}
+           "score": np.zeros(len(queries), np.float32), "top1_inliers": np.zeros(len(queries), np.int32)}
     for q, features in enumerate(tqdm(queries, desc="verify candidates", unit="query")):
-        top = np.argsort(-sims[q])[:verified].tolist()
+        top = np.argsort(-sims[q], kind="stable")[:verified].tolist()  # first: argmax, the top-1
         others = [r for r in keypoints.vote(features, voted) if r not in top]
         scored = [(features.inliers(gallery[c]), float(sims[q, c]), c) for c in [*top, *others]]
+        out["top1_inliers"][q] = scored[0][0]
         inliers, score, index = max(scored)
         out["index"][q], out["inliers"][q], out["score"][q] = index, inliers, score
     return out
-
-
-def verified_inliers(queries: list[QueryFeatures], best: np.ndarray, gallery: list[LocalFeatures]) -> np.ndarray:
-    """Each query's keypoint inliers with its top-1 gallery image, as the service counts them."""
-    return np.array([features.inliers(gallery[int(b)]) for features, b in zip(queries, best)], np.int32)
 
 
 def margin_for(negative_margins: np.ndarray, target_fpr: float) -> float:
@@ -174,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
                  for i in rng.choice(len(outside), min(args.negatives, len(outside)), replace=False)]
     q_pos, q_neg = query_vectors(embedder, positives, settings), query_vectors(embedder, negatives, settings)
     sims_pos, sims_neg = similarities(q_pos, gallery), similarities(q_neg, gallery)
-    best_pos, best_neg = sims_pos.argmax(1), sims_neg.argmax(1)
+    best_pos = sims_pos.argmax(1)
     score_pos, score_neg = sims_pos.max(1), sims_neg.max(1)
     features = [extract(im) for im in tqdm(gallery_images, desc="keypoints", unit="image")]
     keypoints = KeypointIndex.built([KeypointChunk(np.arange(len(features)), [f.encode() for f in features])],
@@ -187,8 +184,7 @@ def main(argv: list[str] | None = None) -> None:
                        layout=embedder.layout, weight=1.0)
     scores = {"score_pos": score_pos, "score_neg": score_neg, "margin_pos": score_pos - bg.scores(q_pos),
               "margin_neg": score_neg - bg.scores(q_neg), "correct": best_pos == np.array(truth),
-              "inliers_pos": verified_inliers(f_pos, best_pos, features),
-              "inliers_neg": verified_inliers(f_neg, best_neg, features),
+              "inliers_pos": alt_pos["top1_inliers"], "inliers_neg": alt_neg["top1_inliers"],
               # The best-verified candidate: how far below the top-1 it scores, its inliers.
               "alt_drop_pos": score_pos - alt_pos["score"], "alt_drop_neg": score_neg - alt_neg["score"],
               "alt_inliers_pos": alt_pos["inliers"], "alt_inliers_neg": alt_neg["inliers"],
