@@ -15,6 +15,8 @@ class Candidate:
     score: float
     #: Keypoint inliers with the query (``origin_id.indexer.local_features``); -1 = not verified.
     inliers: int = -1
+    #: The share of the query's area those inliers span (``local_features.Fit``).
+    coverage: float = 0.0
 
 
 def scored(vectors: np.ndarray, live: dict[int, tuple[Reference, np.ndarray]]) -> list[Candidate]:

@@ -11,9 +11,13 @@ So each reference stores its ORB keypoints (OpenCV; binary descriptors, 32 bytes
 beside its vectors, and a query's top candidates are verified against them: descriptor
 matches (Lowe's ratio test), then a similarity transform (rotation, scale, shift; a
 crop, pad, tilt or a picture inside a post is one) fitted by RANSAC. The number of
-matches that fit it (the *inliers*) is the verification score. It is independent of the
-ID2 models (a model change re-embeds references but never recomputes these), and the
-match decision uses it only as calibrated (``origin_id.indexer.open_set``).
+matches that fit it (the *inliers*) is the verification score, and the share of the
+query's area they span (their convex hull's, the *coverage*) says how much of the query
+the fit explains: a copy is made of its origin almost everywhere, while two different
+pictures that share one part (a drawn figure, a dialog's frame, a diagram's box) fit
+many inliers inside that part only. Both are independent of the ID2 models (a model
+change re-embeds references but never recomputes these), and the match decision uses
+them only as calibrated (``origin_id.indexer.open_set``).
 
 Stored format (``encode``/``decode``): a 6-byte header (format version, keypoint count,
 the analysed image's longer side), then float16 (x, y) pixel positions in the analysed
@@ -54,6 +58,9 @@ class LocalFeatures:
     points: np.ndarray  # float32 (n, 2): x, y in pixels of the analysed copy
     descriptors: np.ndarray  # uint8 (n, 32): ORB descriptors
     side: int  # the analysed copy's longer side, in pixels
+    #: The analysed copy's area in pixels, for a query's coverage; 0 = unknown (stored
+    #: references do not keep it: coverage is measured on the query's side).
+    area: int = 0
 
     def __len__(self) -> int:
         return len(self.points)
@@ -85,10 +92,22 @@ def extract(image: Image.Image) -> LocalFeatures:
         grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
                            Image.Resampling.BILINEAR, reducing_gap=3.0)
     keypoints, descriptors = cv2.ORB_create(nfeatures=MAX_KEYPOINTS).detectAndCompute(np.asarray(grey), None)
+    area = grey.width * grey.height
     if descriptors is None or not keypoints:
-        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8), max(grey.size))
+        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8),
+                             max(grey.size), area)
     points = np.array([k.pt for k in keypoints], np.float32)
-    return LocalFeatures(points, descriptors, max(grey.size))
+    return LocalFeatures(points, descriptors, max(grey.size), area)
+
+
+@dataclass(frozen=True, order=True)
+class Fit:
+    """How a query fits a reference: the inliers of one similarity transform, and the share
+    of the query's area their convex hull spans (0 when the area is unknown). Ordered by
+    inliers first."""
+
+    inliers: int = 0
+    coverage: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -110,22 +129,31 @@ class QueryFeatures:
     def views(self) -> list[LocalFeatures]:
         return [v for v in (self.plain, self.mirrored, self.inner) if v is not None]
 
+    def fit(self, reference: LocalFeatures) -> Fit:
+        """The views' best ``fit`` against ``reference`` (most inliers; its coverage is of
+        that view: the picture inside a post is covered as the picture, not as the post)."""
+        return max(fit(v, reference) for v in self.views)
+
     def inliers(self, reference: LocalFeatures) -> int:
-        """The best of the views' ``inliers`` against ``reference``."""
-        return max(inliers(v, reference) for v in self.views)
+        return self.fit(reference).inliers
 
 
 def inliers(query: LocalFeatures, reference: LocalFeatures) -> int:
+    """``fit``'s inlier count alone."""
+    return fit(query, reference).inliers
+
+
+def fit(query: LocalFeatures, reference: LocalFeatures) -> Fit:
     """How many of the query's keypoints match the reference's and agree on one similarity
-    transform (RANSAC, a tolerance of 1% of the reference's side + 2 pixels); 0 when too
-    few match to fit one, or when the fit is degenerate.
+    transform (RANSAC, a tolerance of 1% of the reference's side + 2 pixels), and how much
+    of the query they cover; no fit when too few match to fit one, or when it is degenerate.
 
     Each reference keypoint counts once (its closest match): an image with a handful of
     keypoints would otherwise collect many query points on each, and a transform that
     shrinks the query onto them fits them all. For the same reason a fit whose scale is
     outside ``SCALE_RANGE`` counts nothing: no copy shrinks or grows its origin that much."""
     if len(query) < MIN_MATCHES or len(reference) < MIN_MATCHES:
-        return 0
+        return Fit()
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query.descriptors, reference.descriptors, k=2)
     closest: dict[int, cv2.DMatch] = {}
     for p in pairs:
@@ -134,16 +162,18 @@ def inliers(query: LocalFeatures, reference: LocalFeatures) -> int:
             if m.trainIdx not in closest or m.distance < closest[m.trainIdx].distance:
                 closest[m.trainIdx] = m
     if len(closest) < MIN_MATCHES:
-        return 0
+        return Fit()
     good = list(closest.values())
     source = query.points[[m.queryIdx for m in good]]
     target = reference.points[[m.trainIdx for m in good]]
     cv2.setRNGSeed(0)  # RANSAC draws samples: the same pair always gets the same count
-    fit, fitted = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC,
-                                              ransacReprojThreshold=0.01 * reference.side + 2.0)
-    if fit is None or fitted is None:
-        return 0
-    scale = float(np.hypot(fit[0, 0], fit[1, 0]))
+    transform, fitted = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC,
+                                                    ransacReprojThreshold=0.01 * reference.side + 2.0)
+    if transform is None or fitted is None:
+        return Fit()
+    scale = float(np.hypot(transform[0, 0], transform[1, 0]))
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
-        return 0
-    return int(fitted.sum())
+        return Fit()
+    kept = source[fitted.ravel().astype(bool)]
+    hull = cv2.contourArea(cv2.convexHull(kept)) if len(kept) >= 3 else 0.0
+    return Fit(len(kept), min(1.0, hull / query.area) if query.area else 0.0)

@@ -27,9 +27,15 @@ scores low on the global embedding although its keypoints fit its origin's, whil
 look-alikes score high and fit poorly. So, when calibrated (``verify_inliers`` > 0),
 
     match  =  match_score >= match_margin
-              or (inliers >= verify_inliers and match_score >= verify_margin)
+              or (inliers >= verify_inliers
+                  and (match_score >= verify_margin or coverage >= verify_coverage))
 
-with all three values chosen together for the target false-match rate.
+with all four values chosen together for the target false-match rate. The coverage clause
+is for copies that moved the picture (a deep crop, a picture padded and turned): their
+vectors score low, and many inliers alone do not prove a copy, since two pictures that
+share a part (a drawn figure, a dialog's frame) fit many inliers inside that part; inliers
+spanning most of the query do. ``verify_coverage`` is infinite (clause off) in files
+calibrated before it.
 """
 
 from __future__ import annotations
@@ -60,8 +66,9 @@ class BackgroundSet:
     weight: float = 1.0
     #: Verified matches: this many keypoint inliers with the top-1 (0 = rule off) ...
     verify_inliers: int = 0
-    #: ... and a match score of at least this.
+    #: ... and a match score of at least this, or inliers spanning this share of the query.
     verify_margin: float = 0.0
+    verify_coverage: float = float("inf")
 
     def __post_init__(self) -> None:
         if len(self.vectors) % self.per_image:
@@ -90,12 +97,13 @@ class BackgroundSet:
         best = per_image.max(axis=2) if regions else per_image[:, :, 0]
         return self.weight * np.partition(best, -self.k, axis=1)[:, -self.k]
 
-    def decide(self, match_score: float, inliers: int) -> str:
-        """The match decision from the top-1's match score and keypoint inliers (-1: not
-        verified): "score", "verified", or "" for no match."""
+    def decide(self, match_score: float, inliers: int, coverage: float = 0.0) -> str:
+        """The match decision from the top-1's match score, keypoint inliers (-1: not
+        verified) and their coverage of the query: "score", "verified", or "" for no match."""
         if match_score >= self.match_margin:
             return "score"
-        verified = bool(self.verify_inliers) and inliers >= self.verify_inliers and match_score >= self.verify_margin
+        verified = bool(self.verify_inliers) and inliers >= self.verify_inliers and (
+            match_score >= self.verify_margin or coverage >= self.verify_coverage)
         return "verified" if verified else ""
 
     def score(self, views: np.ndarray, regions: bool = True) -> float:
@@ -106,7 +114,7 @@ class BackgroundSet:
         meta = {"model_version": self.model_version, "k": str(self.k), "match_margin": repr(self.match_margin),
                 "calibration": json.dumps(self.calibration), "layout": json.dumps([list(b) for b in self.layout]),
                 "weight": repr(self.weight), "verify_inliers": str(self.verify_inliers),
-                "verify_margin": repr(self.verify_margin)}
+                "verify_margin": repr(self.verify_margin), "verify_coverage": repr(self.verify_coverage)}
         save_file({"vectors": self.vectors.astype(np.float16)}, str(path), metadata=meta)
 
     @classmethod
@@ -123,4 +131,5 @@ class BackgroundSet:
                    k=int(meta["k"]), match_margin=float(meta["match_margin"]),
                    calibration=json.loads(meta.get("calibration") or "{}"), layout=layout,
                    weight=float(meta.get("weight", "1.0")), verify_inliers=int(meta.get("verify_inliers", "0")),
-                   verify_margin=float(meta.get("verify_margin", "0.0")))
+                   verify_margin=float(meta.get("verify_margin", "0.0")),
+                   verify_coverage=float(meta.get("verify_coverage", "inf")))

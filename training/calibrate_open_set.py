@@ -93,17 +93,19 @@ def best_verified(queries: list[QueryFeatures], sims: np.ndarray, gallery: list[
                   keypoints: KeypointIndex, verified: int = 5, voted: int = 10) -> dict[str, np.ndarray]:
     """Each query's candidate with the most keypoint inliers (ties: the higher score) among
     its ``verified`` best by score and the keypoint index's ``voted`` others, as the service
-    verifies them: its gallery index, inliers and score; and the inliers of the top-1 by score
-    (``top1_inliers``)."""
+    verifies them: its gallery index, inliers, their coverage and score; and the inliers and
+    coverage of the top-1 by score (``top1_inliers``, ``top1_coverage``)."""
     out = {"index": np.zeros(len(queries), np.int64), "inliers": np.zeros(len(queries), np.int32),
-           "score": np.zeros(len(queries), np.float32), "top1_inliers": np.zeros(len(queries), np.int32)}
+           "coverage": np.zeros(len(queries), np.float32), "score": np.zeros(len(queries), np.float32),
+           "top1_inliers": np.zeros(len(queries), np.int32), "top1_coverage": np.zeros(len(queries), np.float32)}
     for q, features in enumerate(tqdm(queries, desc="verify candidates", unit="query")):
         top = np.argsort(-sims[q], kind="stable")[:verified].tolist()  # first: argmax, the top-1
         others = [r for r in keypoints.vote(features, voted) if r not in top]
-        scored = [(features.inliers(gallery[c]), float(sims[q, c]), c) for c in [*top, *others]]
-        out["top1_inliers"][q] = scored[0][0]
-        inliers, score, index = max(scored)
-        out["index"][q], out["inliers"][q], out["score"][q] = index, inliers, score
+        fits = [(features.fit(gallery[c]), float(sims[q, c]), c) for c in [*top, *others]]
+        out["top1_inliers"][q], out["top1_coverage"][q] = fits[0][0].inliers, fits[0][0].coverage
+        fitted, score, index = max(fits, key=lambda f: (f[0].inliers, f[1], f[2]))
+        out["index"][q], out["inliers"][q], out["coverage"][q] = index, fitted.inliers, fitted.coverage
+        out["score"][q] = score
     return out
 
 
@@ -185,9 +187,11 @@ def main(argv: list[str] | None = None) -> None:
     scores = {"score_pos": score_pos, "score_neg": score_neg, "margin_pos": score_pos - bg.scores(q_pos),
               "margin_neg": score_neg - bg.scores(q_neg), "correct": best_pos == np.array(truth),
               "inliers_pos": alt_pos["top1_inliers"], "inliers_neg": alt_neg["top1_inliers"],
+              "coverage_pos": alt_pos["top1_coverage"], "coverage_neg": alt_neg["top1_coverage"],
               # The best-verified candidate: how far below the top-1 it scores, its inliers.
               "alt_drop_pos": score_pos - alt_pos["score"], "alt_drop_neg": score_neg - alt_neg["score"],
               "alt_inliers_pos": alt_pos["inliers"], "alt_inliers_neg": alt_neg["inliers"],
+              "alt_coverage_pos": alt_pos["coverage"], "alt_coverage_neg": alt_neg["coverage"],
               "alt_correct": alt_pos["index"] == np.array(truth)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.out.with_suffix(".scores.npz"), **scores)
@@ -239,7 +243,7 @@ def decide(bg: BackgroundSet, scores: dict[str, np.ndarray], target_fpr: float, 
         for name, w in (("raw", 0.0), ("margin", 1.0), ("chosen weight", weight)):
             tradeoff[f"{name} at {fpr:.0%} false matches: correct positives declared"] = round(declared(w, fpr), 3)
     bg.weight, bg.match_margin = weight, margin
-    bg.verify_inliers, bg.verify_margin = 0, 0.0
+    bg.verify_inliers, bg.verify_margin, bg.verify_coverage = 0, 0.0, float("inf")
     bg.calibration.update({
         "weight": weight, "match_margin": margin, "target_fpr": target_fpr, "top1_correct": float(correct.mean()),
         "correct positives declared, by weight": by_weight,
@@ -251,11 +255,40 @@ def decide(bg: BackgroundSet, scores: dict[str, np.ndarray], target_fpr: float, 
     })
     if "inliers_pos" in scores:  # last: it may raise the margin, and records the one it keeps
         served = ServedTop1.of(scores) if "alt_inliers_pos" in scores else None
-        choose_verification(bg, pos, neg, correct, scores["inliers_pos"], scores["inliers_neg"], target_fpr,
-                            served)
+        choose_verification(bg, Top1s.of(scores, pos, neg, correct), target_fpr, served)
 
 
 INLIER_COUNTS = (8, 10, 12, 15, 20, 25, 30, 40, 50)
+#: Coverage thresholds tried for the verified clause (inf: clause off).
+COVERAGES = (float("inf"), 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Top1s:
+    """What the decision rule sees of each calibration query's top-1: its margin, whether it
+    is right (positives), its keypoint inliers and their coverage of the query."""
+
+    pos: np.ndarray
+    neg: np.ndarray
+    correct: np.ndarray
+    inliers_pos: np.ndarray
+    inliers_neg: np.ndarray
+    coverage_pos: np.ndarray | None = None  # None: not measured (calibrations before it)
+    coverage_neg: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for side in ("pos", "neg"):
+            if getattr(self, f"coverage_{side}") is None:
+                object.__setattr__(self, f"coverage_{side}", np.zeros(len(getattr(self, side)), np.float32))
+
+    @classmethod
+    def of(cls, scores: dict[str, np.ndarray], pos: np.ndarray, neg: np.ndarray, correct: np.ndarray) -> Top1s:
+        return cls(pos, neg, correct, scores["inliers_pos"], scores["inliers_neg"],
+                   scores.get("coverage_pos"), scores.get("coverage_neg"))
+
+    def declared(self, bg: BackgroundSet, side: str) -> np.ndarray:
+        return np.array([bool(bg.decide(float(m), int(n), float(c))) for m, n, c in zip(
+            getattr(self, side), getattr(self, f"inliers_{side}"), getattr(self, f"coverage_{side}"))], bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,71 +301,89 @@ class ServedTop1:
     inliers_pos: np.ndarray
     inliers_neg: np.ndarray
     correct: np.ndarray
+    coverage_pos: np.ndarray | None = None
+    coverage_neg: np.ndarray | None = None
 
     @classmethod
     def of(cls, scores: dict[str, np.ndarray]) -> ServedTop1:
         return cls(scores["alt_drop_pos"], scores["alt_drop_neg"], scores["alt_inliers_pos"],
-                   scores["alt_inliers_neg"], scores["alt_correct"])
+                   scores["alt_inliers_neg"], scores["alt_correct"], scores.get("alt_coverage_pos"),
+                   scores.get("alt_coverage_neg"))
 
-    def at(self, count: int, pos, neg, correct, inliers_pos, inliers_neg):
-        """(margins, correctness and inliers of the top-1s served) under an inlier count."""
+    def at(self, count: int, top1s: Top1s) -> Top1s:
+        """The top-1s served under an inlier count: a query's best-verified candidate where it
+        reaches the count, its top-1 by score elsewhere."""
         up_pos, up_neg = self.inliers_pos >= count, self.inliers_neg >= count
-        return (pos - np.where(up_pos, self.drop_pos, 0), neg - np.where(up_neg, self.drop_neg, 0),
-                np.where(up_pos, self.correct, correct),
-                np.where(up_pos, self.inliers_pos, inliers_pos), np.where(up_neg, self.inliers_neg, inliers_neg))
+        cover_pos = self.coverage_pos if self.coverage_pos is not None else np.zeros(len(up_pos), np.float32)
+        cover_neg = self.coverage_neg if self.coverage_neg is not None else np.zeros(len(up_neg), np.float32)
+        return Top1s(top1s.pos - np.where(up_pos, self.drop_pos, 0), top1s.neg - np.where(up_neg, self.drop_neg, 0),
+                     np.where(up_pos, self.correct, top1s.correct),
+                     np.where(up_pos, self.inliers_pos, top1s.inliers_pos),
+                     np.where(up_neg, self.inliers_neg, top1s.inliers_neg),
+                     np.where(up_pos, cover_pos, top1s.coverage_pos), np.where(up_neg, cover_neg, top1s.coverage_neg))
 
 
-def choose_verification(bg: BackgroundSet, pos: np.ndarray, neg: np.ndarray, correct: np.ndarray,
-                        inliers_pos: np.ndarray, inliers_neg: np.ndarray, target_fpr: float,
-                        served: ServedTop1 | None = None) -> None:
-    """Margin, inlier count and verified margin together: for each count in ``INLIER_COUNTS``
-    and verified margin among the negatives' margin quantiles (0, 5%, ..., 95%), the smallest
-    margin that keeps both ways to a match within ``target_fpr`` of the negatives; the
-    combination that declares the most right positives (ties: the larger count) is kept
-    when it beats the margin alone. With ``served``, each count is judged on the top-1s the
-    service would rank first under it."""
-    allowed = int(np.floor(target_fpr * len(neg)))
+def choose_verification(bg: BackgroundSet, plain: Top1s, target_fpr: float, served: ServedTop1 | None = None) -> None:
+    """Margin, inlier count, verified margin and coverage together: for each count in
+    ``INLIER_COUNTS``, verified margin among the negatives' margin quantiles (0, 5%, ...,
+    95%) and coverage in ``COVERAGES``, the smallest margin that keeps both ways to a match
+    within ``target_fpr`` of the negatives, and the right positives each rule declares.
+    When the data barely tell rules apart, the one that carries to unseen images is kept,
+    as for the weight: the coverage clause only when the best rule with it declares more
+    than the best without it by over one standard error; then the largest count within one
+    standard error of the best (a higher count asks more evidence and re-ranks fewer
+    candidates); the margin alone unless that rule beats it. With ``served``, each count is
+    judged on the top-1s the service would rank first under it."""
+    allowed = int(np.floor(target_fpr * len(plain.neg)))
     margin_only_margin = bg.match_margin
-    margin_only = float(((pos >= bg.match_margin) & correct).mean())
-    best = (margin_only, 0, 0.0, bg.match_margin)
-    plain = (pos, neg, correct, inliers_pos, inliers_neg)
+    margin_only = float(((plain.pos >= bg.match_margin) & plain.correct).mean())
+    found: dict[tuple[bool, int], tuple[float, int, float, float, float]] = {}  # (clause, count): best rule
     for count in INLIER_COUNTS:
-        pos, neg, correct, inliers_pos, inliers_neg = served.at(count, *plain) if served else plain
-        for verify_margin in np.unique(np.quantile(neg, np.arange(0.0, 1.0, 0.05))):
-            verified = (inliers_neg >= count) & (neg >= verify_margin)
-            left = allowed - int(verified.sum())
-            if left < 0:
-                continue
-            rest = np.sort(neg[~verified])[::-1]
-            margin = float(rest[left] + 1e-4) if left < len(rest) else float(rest[-1])
-            declared = (pos >= margin) | ((inliers_pos >= count) & (pos >= verify_margin))
-            rate = float((declared & correct).mean())
-            if rate > best[0] or (rate == best[0] and count > best[1] and best[1]):
-                best = (rate, count, float(verify_margin), margin)
-    rate, count, verify_margin, margin = best
-    bg.verify_inliers, bg.verify_margin, bg.match_margin = count, verify_margin, margin
-    pos, neg, correct, inliers_pos, inliers_neg = served.at(count, *plain) if served and count else plain
-    declared_neg = bg_decisions(bg, neg, inliers_neg)
+        t = served.at(count, plain) if served else plain
+        for verify_margin in np.unique(np.quantile(t.neg, np.arange(0.0, 1.0, 0.05))):
+            for coverage in COVERAGES:
+                verified = (t.inliers_neg >= count) & ((t.neg >= verify_margin) | (t.coverage_neg >= coverage))
+                left = allowed - int(verified.sum())
+                if left < 0:
+                    continue
+                rest = np.sort(t.neg[~verified])[::-1]
+                margin = float(rest[left] + 1e-4) if left < len(rest) else float(rest[-1])
+                declared = (t.pos >= margin) | ((t.inliers_pos >= count) & (
+                    (t.pos >= verify_margin) | (t.coverage_pos >= coverage)))
+                rate = float((declared & t.correct).mean())
+                slot = (not np.isinf(coverage), count)
+                if slot not in found or rate > found[slot][0]:
+                    found[slot] = (rate, count, float(verify_margin), margin, float(coverage))
+
+    def error(rate: float) -> float:
+        return float(np.sqrt(rate * (1 - rate) / len(plain.pos)))
+
+    best = {clause: max((r[0] for (c, _), r in found.items() if c == clause), default=0.0) for clause in (False, True)}
+    clause = best[True] > best[False] + error(best[False])
+    steady = max((r for (c, _), r in found.items() if c == clause and r[0] >= best[clause] - error(best[clause])),
+                 key=lambda r: r[1], default=None)
+    chosen = steady if steady is not None and steady[0] > margin_only else \
+        (margin_only, 0, 0.0, bg.match_margin, float("inf"))
+    rate, count, verify_margin, margin, coverage = chosen
+    bg.verify_inliers, bg.verify_margin, bg.match_margin, bg.verify_coverage = count, verify_margin, margin, coverage
+    t = served.at(count, plain) if served and count else plain
     bg.calibration.update({
-        "verify_inliers": count, "verify_margin": verify_margin, "match_margin": margin,
+        "verify_inliers": count, "verify_margin": verify_margin, "verify_coverage": coverage, "match_margin": margin,
         "margin alone": margin_only_margin,
-        "verified: false-match rate": float(declared_neg.mean()),
+        "verified: false-match rate": float(t.declared(bg, "neg").mean()),
         "verified: correct positives declared": rate,
         "margin alone: correct positives declared": margin_only,
+        "without a coverage clause: correct positives declared": best[False],
         "inliers, correct positives median / negatives p95": [
-            float(np.median(inliers_pos[correct])) if correct.any() else float("nan"),
-            float(np.quantile(inliers_neg, 0.95))],
+            float(np.median(t.inliers_pos[t.correct])) if t.correct.any() else float("nan"),
+            float(np.quantile(t.inliers_neg, 0.95))],
     })
-
-
-def bg_decisions(bg: BackgroundSet, margins: np.ndarray, inliers: np.ndarray) -> np.ndarray:
-    return np.array([bool(bg.decide(float(m), int(n))) for m, n in zip(margins, inliers)], bool)
 
 
 def redecide(out: Path, target_fpr: float, settings: Settings) -> None:
     """A new target on a finished calibration: its saved scores, no re-embedding."""
     bg = BackgroundSet.load(out)
-    scores = dict(np.load(out.with_suffix(".scores.npz")))
+    scores = dict(np.load(out.with_suffix(".scores.npz")))  # older files lack coverage: clause off
     bundle = ModelBundle.load(settings)
     decide(bg, scores, target_fpr, bundle.match_threshold)
     bg.save(out)

@@ -53,6 +53,23 @@ def test_a_tilted_crop_fits_its_origin_and_not_other_photos(photos):
     assert max(others) < 20, others
 
 
+def test_a_copy_covers_the_query_where_a_shared_part_does_not(photos):
+    """A tilted crop fits its origin across the query; a photo that only carries a part of
+    another (here the astronaut's face pasted into the coffee photo) fits that photo by
+    inliers inside the part: the coverage tells them apart where the inliers alone may not."""
+    origin = photos["astronaut"]
+    crop = QueryFeatures.of(crop_and_tilt(origin)).fit(extract(origin))
+    w, h = origin.size
+    composite = photos["coffee"].copy()
+    composite.paste(origin.crop((int(0.25 * w), int(0.05 * h), int(0.65 * w), int(0.45 * h))).resize((164, 164)),
+                    (20, 20))
+    part = QueryFeatures.of(composite).fit(extract(origin))
+    assert crop.inliers >= 60 and crop.coverage >= 0.3, crop
+    assert part.inliers >= 15 and part.coverage < 0.1, part
+    assert extract(composite).area == 512 * 341  # coverage is of the analysed copy's area
+    assert LocalFeatures.decode(extract(origin).encode()).area == 0  # stored references do not keep it
+
+
 def test_a_mirrored_copy_is_verified_through_the_mirrored_query(photos):
     origin = extract(photos["chelsea"])
     mirrored = ImageOps.mirror(photos["chelsea"]).resize((300, 200))

@@ -56,9 +56,15 @@ def test_a_background_set_round_trips_and_refuses_a_k_it_cannot_hold(tmp_path):
     back = BackgroundSet.load(tmp_path / "r.safetensors")
     assert (back.per_image, back.layout, back.images, back.weight) == (2, layout, 10, 0.6)
     assert (back.verify_inliers, back.verify_margin) == (0, 0.0)  # files before verification: rule off
-    BackgroundSet(vectors, "id2-x", k=3, verify_inliers=15, verify_margin=0.25).save(tmp_path / "v.safetensors")
+    BackgroundSet(vectors, "id2-x", k=3, verify_inliers=15, verify_margin=0.25,
+                  verify_coverage=0.4).save(tmp_path / "v.safetensors")
     back = BackgroundSet.load(tmp_path / "v.safetensors")
-    assert (back.verify_inliers, back.verify_margin) == (15, 0.25)
+    assert (back.verify_inliers, back.verify_margin, back.verify_coverage) == (15, 0.25, 0.4)
+    # A file calibrated before the coverage clause: the clause is off.
+    from safetensors.numpy import save_file
+    save_file({"vectors": vectors.astype(np.float16)}, str(tmp_path / "old.safetensors"), metadata={
+        "model_version": "id2-x", "k": "3", "match_margin": "0.5", "verify_inliers": "15", "verify_margin": "0.25"})
+    assert BackgroundSet.load(tmp_path / "old.safetensors").verify_coverage == float("inf")
 
 
 def test_a_match_is_a_high_margin_or_a_verified_moderate_one():
@@ -67,8 +73,18 @@ def test_a_match_is_a_high_margin_or_a_verified_moderate_one():
     assert bg.decide(0.3, 15) and bg.decide(0.5, 200)  # verified, above the verified margin
     assert not bg.decide(0.29, 500)  # too unlike, however many inliers
     assert not bg.decide(0.59, 14) and not bg.decide(0.59, -1)  # too few inliers, or not verified
+    assert not bg.decide(0.29, 500, coverage=1.0)  # no coverage clause calibrated: off
     off = BackgroundSet(unit(np.eye(4)), "m", k=1, match_margin=0.6)
     assert not off.decide(0.59, 500)  # not calibrated for verification: the margin alone
+
+
+def test_a_verified_match_at_a_low_margin_needs_its_inliers_to_cover_the_query():
+    bg = BackgroundSet(unit(np.eye(4)), "m", k=1, match_margin=0.6, verify_inliers=15, verify_margin=0.3,
+                       verify_coverage=0.35)
+    assert bg.decide(0.05, 40, coverage=0.35) == "verified"  # a deep crop: low score, fitted across the query
+    assert not bg.decide(0.05, 40, coverage=0.34)  # a shared part: fitted inside the part only
+    assert not bg.decide(0.05, 14, coverage=0.9)  # too few inliers, whatever they cover
+    assert bg.decide(0.3, 15, coverage=0.0) == "verified"  # the verified margin still declares alone
 
 
 def test_the_bundle_refuses_a_background_set_of_other_weights(tmp_path, bundle):

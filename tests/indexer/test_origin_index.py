@@ -132,6 +132,16 @@ def test_keypoints_verify_a_tilted_crop_and_the_calibrated_rule_declares_it(sett
         origin.bundle = dataclasses.replace(bundle, background=strict)
         verified = origin.identify(query, top_k=3)
         assert verified.match and verified.match_basis == "verified"
+        coverage = verified.candidates[0].coverage
+        assert 0.1 < coverage <= 1.0  # the crop's inliers span the picture (not the padding around it)
+        # Declared by coverage alone (no margin is low enough), and not when it asks for more.
+        by_cover = dataclasses.replace(strict, verify_margin=2.0, verify_coverage=coverage)
+        origin.bundle = dataclasses.replace(bundle, background=by_cover)
+        assert origin.identify(query, top_k=3).match_basis == "verified"
+        origin.bundle = dataclasses.replace(bundle, background=dataclasses.replace(by_cover,
+                                                                                   verify_coverage=coverage + 0.01))
+        assert not origin.identify(query, top_k=3).match
+        origin.bundle = dataclasses.replace(bundle, background=strict)
         unrelated = origin.identify(encode(procedural_image(77_000, size=320)), top_k=3)
         assert not unrelated.match and unrelated.match_basis == ""
 
