@@ -337,15 +337,20 @@ class OriginIndex:
     def rebuild_index_if_due(self) -> bool:
         """A new base in the background when the size calls for another index, or the recent
         writes have grown past their share (``VectorIndex.needs_rebuild``); the keypoint index
-        with it (deleted references leave it then), or when its own size calls for it."""
+        with it (deleted references leave it then), or when its own size calls for it. The
+        keypoint index goes first then: one that outgrew its kind (a bulk ingest into a
+        running server leaves millions of descriptors in an exact index) costs every query
+        seconds, where the vectors' delta costs milliseconds, and a vector base can take
+        minutes to train."""
         total = self.store.count_embeddings(self.bundle.version)
+        keypoints_first = self.keypoints is not None and self.keypoints.needs_rebuild()
+        if keypoints_first:
+            self.keypoints.rebuild(self.feed, self.bundle.version)
         if not self.index.needs_rebuild(total):
-            if self.keypoints is not None and self.keypoints.needs_rebuild():
-                self.keypoints.rebuild(self.feed, self.bundle.version)
             return False
         self.index.rebuild(self.feed, self.bundle.version, total, background=True)
         self.save_index()
-        if self.keypoints is not None:
+        if self.keypoints is not None and not keypoints_first:
             self.keypoints.rebuild(self.feed, self.bundle.version)
         return True
 

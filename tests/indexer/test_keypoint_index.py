@@ -58,6 +58,27 @@ def test_inverted_lists_past_the_exact_size_find_the_same_origins(origin, images
     assert index.needs_rebuild()
 
 
+def test_maintenance_rebuilds_a_keypoint_index_that_outgrew_its_kind_before_the_vectors(
+        origin, images, monkeypatch, caplog):
+    """A bulk ingest into a running server grows the exact keypoint index past its size (every
+    query then scans all descriptors: seconds at millions); the maintenance round that finds
+    it so rebuilds it on inverted lists first, before a vector base that may take minutes."""
+    import logging
+
+    from origin_id.indexer import vector_index
+
+    refs = [o.reference for o in origin.pipeline.run(IngestItem.from_bytes(d) for d in images)]
+    assert "exact" in origin.keypoints.description()
+    monkeypatch.setattr(keypoint_index, "FLAT_LIMIT", origin.keypoints.descriptors // 2)
+    monkeypatch.setattr(vector_index, "REBUILD_MIN", 0)  # the vectors' delta is due as well
+    assert origin.keypoints.needs_rebuild()
+    with caplog.at_level(logging.INFO):
+        assert origin.rebuild_index_if_due()
+    assert "IVF" in origin.keypoints.description() and len(origin.keypoints) == len(refs)
+    built = [r.name for r in caplog.records if "built" in r.getMessage()]
+    assert built == ["origin_id.indexer.keypoint_index", "origin_id.indexer.vector_index"], built
+
+
 def test_sync_adds_another_writers_references_and_a_build_drops_deleted_ones(origin, settings, bundle, images,
                                                                            reference_images):
     from origin_id.indexer.origin_index import OriginIndex
