@@ -32,7 +32,8 @@ def _jpeg(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data)).convert("RGB")
 
 
-@pytest.mark.parametrize(("fill", "floor"), [("telea", 0.9), ("latent", 0.75)])
+# The latent fill's case re-synthesises every hole through the VAE (16 s): in the slow suite.
+@pytest.mark.parametrize(("fill", "floor"), [("telea", 0.9), pytest.param("latent", 0.75, marks=pytest.mark.slow)])
 def test_bundled_detector_separates_inpainted_from_pristine(analyzer, photos, fill, floor):
     """Same crops, same finishing; half get a region painted in: OpenCV Telea, or the latent
     fill (re-synthesised in the VAE's latent space, as diffusion inpainting does). The floors

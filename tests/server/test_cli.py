@@ -89,6 +89,7 @@ def test_killed_ingest_resumes_without_duplicates(image_folder, open_tmp_path):
     assert mask.exists() == ('"localized": true' in verdict)
 
 
+@pytest.mark.slow  # a server process's whole life (50 s); the in-process server is tested in the fast suite
 def test_serve_health_query_and_sigterm(image_folder, open_tmp_path):
     port = free_port()
     data_dir = open_tmp_path / "served"
