@@ -30,15 +30,19 @@ def scored(vectors: np.ndarray, live: dict[int, tuple[Reference, np.ndarray]]) -
     return sorted(best.values(), key=lambda c: -c.score)
 
 
-def rank(candidates: list[Candidate], found: list[Candidate], count: int) -> list[Candidate]:
-    """``candidates`` (by score) with the verified ones first: those whose inliers reach
-    ``count`` (the one the decision rule was calibrated with; 0 = no ranking), by inliers,
-    whether the vectors or the keypoint index (``found``) brought them. A copy that moved its
-    picture (a crop, a tilt, a frame) scores low by its vectors and fits its origin by many
-    keypoints; a look-alike that scores high fits few. ``found`` candidates that are not
-    verified are dropped; the list keeps its length."""
-    if not count or not candidates:
+def rank(candidates: list[Candidate], found: list[Candidate], lead: int) -> list[Candidate]:
+    """``candidates`` (by score) with the verified ones first: those that fit the query by at
+    least ``lead`` more keypoint inliers than the top-1 by score does (calibrated,
+    ``BackgroundSet.ranking_lead``; 0 = no ranking), by inliers, whether the vectors or the
+    keypoint index (``found``) brought them. A copy that moved its picture (a crop, a tilt,
+    a frame) scores low by its vectors and fits its origin by many keypoints; a look-alike
+    that scores high fits few. A lead, not a count: between two candidates that both fit
+    (near-duplicates: a texture and its variant, neighbouring crops of one picture), a few
+    inliers more are noise and the vectors' order stands. ``found`` candidates that are not
+    ranked are dropped; the list keeps its length."""
+    if not lead or not candidates:
         return candidates
-    strong = sorted((c for c in [*candidates, *found] if c.inliers >= count), key=lambda c: (-c.inliers, -c.score))
+    bar = max(candidates[0].inliers, 0) + lead
+    strong = sorted((c for c in [*candidates, *found] if c.inliers >= bar), key=lambda c: (-c.inliers, -c.score))
     chosen = {c.reference.id for c in strong}
     return [*strong, *(c for c in candidates if c.reference.id not in chosen)][:len(candidates)]

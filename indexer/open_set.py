@@ -36,6 +36,14 @@ vectors score low, and many inliers alone do not prove a copy, since two picture
 share a part (a drawn figure, a dialog's frame) fit many inliers inside that part; inliers
 spanning most of the query do. ``verify_coverage`` is infinite (clause off) in files
 calibrated before it.
+
+Ranking is calibrated apart (``rank_lead``): a candidate that fits the query by that many
+more inliers than the top-1 by score ranks first (``origin_id.indexer.candidates.rank``). A
+crop of a small drawing fits its origin by 10-30 inliers where unrelated candidates fit
+0-4, too few to *declare* a match on but plenty to *rank* by; between two candidates that
+both fit (a texture and its variant), a few inliers more are noise, so it is a lead over
+the vectors' choice and not a count. The decision is calibrated on the top-1s this
+ranking serves. Files calibrated before it rank by a lead of ``verify_inliers``.
 """
 
 from __future__ import annotations
@@ -69,6 +77,8 @@ class BackgroundSet:
     #: ... and a match score of at least this, or inliers spanning this share of the query.
     verify_margin: float = 0.0
     verify_coverage: float = float("inf")
+    #: Inliers beyond the top-1's by which a candidate ranks first (0: ``verify_inliers``).
+    rank_lead: int = 0
 
     def __post_init__(self) -> None:
         if len(self.vectors) % self.per_image:
@@ -81,6 +91,11 @@ class BackgroundSet:
     def per_image(self) -> int:
         """Rows per background image: the whole image, then its regions."""
         return 1 + len(self.layout)
+
+    @property
+    def ranking_lead(self) -> int:
+        """The inlier lead that ranks a candidate first (0 = no ranking)."""
+        return self.rank_lead or self.verify_inliers
 
     @property
     def images(self) -> int:
@@ -114,7 +129,8 @@ class BackgroundSet:
         meta = {"model_version": self.model_version, "k": str(self.k), "match_margin": repr(self.match_margin),
                 "calibration": json.dumps(self.calibration), "layout": json.dumps([list(b) for b in self.layout]),
                 "weight": repr(self.weight), "verify_inliers": str(self.verify_inliers),
-                "verify_margin": repr(self.verify_margin), "verify_coverage": repr(self.verify_coverage)}
+                "verify_margin": repr(self.verify_margin), "verify_coverage": repr(self.verify_coverage),
+                "rank_lead": str(self.rank_lead)}
         save_file({"vectors": self.vectors.astype(np.float16)}, str(path), metadata=meta)
 
     @classmethod
@@ -132,4 +148,5 @@ class BackgroundSet:
                    calibration=json.loads(meta.get("calibration") or "{}"), layout=layout,
                    weight=float(meta.get("weight", "1.0")), verify_inliers=int(meta.get("verify_inliers", "0")),
                    verify_margin=float(meta.get("verify_margin", "0.0")),
-                   verify_coverage=float(meta.get("verify_coverage", "inf")))
+                   verify_coverage=float(meta.get("verify_coverage", "inf")),
+                   rank_lead=int(meta.get("rank_lead", "0")))

@@ -97,11 +97,11 @@ class OriginIndex:
         self.embedder = Embedder(bundle, settings.batch_size, settings.region_layout)
         self.limits = DecodeLimits(max_pixels=settings.max_pixels, max_side=settings.max_side,
                                    max_whole_pixels=settings.max_whole_pixels)
-        # Keypoint candidates are ranked by the inlier count the model's decision rule was
+        # Keypoint candidates are ranked by the inlier lead the model's background set was
         # calibrated with: without one there is nothing to rank them by, and no index is kept.
-        self.rank_inliers = bundle.background.verify_inliers if bundle.background is not None else 0
+        self.rank_lead = bundle.background.ranking_lead if bundle.background is not None else 0
         self.keypoints = (KeypointIndex() if settings.keypoint_candidates > 0 and settings.verify_candidates > 0
-                          and self.rank_inliers > 0 else None)
+                          and self.rank_lead > 0 else None)
         self.pipeline = IngestPipeline(store, self.embedder, index, limits=self.limits,
                                        batch_size=settings.batch_size, keypoints=self.keypoints)
         self.keys = ApiKeyStore(store)
@@ -225,7 +225,7 @@ class OriginIndex:
         # A voted reference further down the list is verified there too.
         found = {c.reference.id: verified(c) for c in found}
         rest = [found.pop(c.reference.id, c) for c in candidates[len(ranks):]]
-        return rank([verified(c) for c in ranks] + rest, list(found.values()), self.rank_inliers)
+        return rank([verified(c) for c in ranks] + rest, list(found.values()), self.rank_lead)
 
     def keypoint_candidates(self, query: QueryFeatures, vectors: np.ndarray, known: set[int],
                             collections: Collection[str] | None) -> list[Candidate]:

@@ -24,9 +24,10 @@ The margin is the smallest one whose false-match rate on the negatives is at mos
 top-1, ``origin_id.indexer.local_features``) the margin, the inlier count and the
 verified matches' own margin are chosen together, for the same rate over both ways to a
 match; the file records the rates it measured and the trade-off at other
-rates. The service ranks first a candidate verified by that inlier count (its top 5 and
-the keypoint index's candidates, ``OriginIndex.rank``), so each count is judged on the
-top-1 it would serve: each query's best-verified candidate is kept beside its top-1.
+rates. The service ranks first a candidate that fits by a calibrated lead of inliers more
+than the top-1 by score (its top 5 and the keypoint index's candidates,
+``candidates.rank``), so each query's best-verified candidate is kept beside its top-1: the
+lead is chosen on them, and the rule on the top-1s it serves (``training.open_set_rules``).
 The scores are kept beside the file (``.scores.npz``): ``--redecide`` sets a new target
 without embedding again.
 """
@@ -55,6 +56,7 @@ from origin_id.indexer.store.feed import KeypointChunk
 from training.data import package_images, procedural_image
 from training.edits import FAMILIES, apply, random_seen_edit
 from training.fetch_data import unpack_package
+from training.open_set_rules import decide
 from training.twins import pdq_hashes, twins
 
 BACKGROUND_PACKAGES = ["tuxpaint-stamps-default", "extremetuxracer-data", "kstars-data"]
@@ -107,13 +109,6 @@ def best_verified(queries: list[QueryFeatures], sims: np.ndarray, gallery: list[
         out["index"][q], out["inliers"][q], out["coverage"][q] = index, fitted.inliers, fitted.coverage
         out["score"][q] = score
     return out
-
-
-def margin_for(negative_margins: np.ndarray, target_fpr: float) -> float:
-    """The smallest margin with at most ``target_fpr`` of the negatives at or above it."""
-    ordered = np.sort(negative_margins)[::-1]
-    allowed = int(np.floor(target_fpr * len(ordered)))
-    return float(ordered[allowed] + 1e-4) if allowed < len(ordered) else float(ordered[-1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -210,175 +205,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.out}")
 
 
-WEIGHTS = np.round(np.arange(0.0, 1.01, 0.1), 1)
-
-
-def decide(bg: BackgroundSet, scores: dict[str, np.ndarray], target_fpr: float, raw_threshold: float) -> None:
-    """Set the background weight and the margin for ``target_fpr``: of the weights in
-    ``WEIGHTS`` (0 = the raw score, 1 = the plain margin), the largest one that declares
-    about as many right positives at that rate as the best; record the rates it gives,
-    beside the raw threshold's and the trade-off at other rates."""
-    # The saved margins are those of weight 1: top-1 score less the k-th background similarity.
-    kth_pos = scores["score_pos"] - scores["margin_pos"]
-    kth_neg = scores["score_neg"] - scores["margin_neg"]
-    correct = scores["correct"]
-
-    def rule(weight: float) -> tuple[np.ndarray, np.ndarray]:
-        return scores["score_pos"] - weight * kth_pos, scores["score_neg"] - weight * kth_neg
-
-    def declared(weight: float, fpr: float) -> float:
-        pos, neg = rule(weight)
-        return float(((pos >= margin_for(neg, fpr)) & correct).mean())
-
-    by_weight = {float(w): declared(float(w), target_fpr) for w in WEIGHTS}
-    # The largest weight within one standard error of the best: when the data barely tell
-    # the weights apart, the normalisation that carries to unseen images is kept.
-    best = max(by_weight.values())
-    standard_error = np.sqrt(best * (1 - best) / len(correct))
-    weight = max(w for w, rate in by_weight.items() if rate >= best - standard_error)
-    pos, neg = rule(weight)
-    margin = margin_for(neg, target_fpr)
-    tradeoff = {}
-    for fpr in (0.01, 0.02, 0.05, 0.1):
-        for name, w in (("raw", 0.0), ("margin", 1.0), ("chosen weight", weight)):
-            tradeoff[f"{name} at {fpr:.0%} false matches: correct positives declared"] = round(declared(w, fpr), 3)
-    bg.weight, bg.match_margin = weight, margin
-    bg.verify_inliers, bg.verify_margin, bg.verify_coverage = 0, 0.0, float("inf")
-    bg.calibration.update({
-        "weight": weight, "match_margin": margin, "target_fpr": target_fpr, "top1_correct": float(correct.mean()),
-        "correct positives declared, by weight": by_weight,
-        "margin: false-match rate": float((neg >= margin).mean()),
-        "margin: correct positives declared": float(((pos >= margin) & correct).mean()),
-        "raw threshold: false-match rate": float((scores["score_neg"] >= raw_threshold).mean()),
-        "raw threshold: correct positives declared": float(((scores["score_pos"] >= raw_threshold) & correct).mean()),
-        "tradeoff": tradeoff, "date": time.strftime("%Y-%m-%d"),
-    })
-    if "inliers_pos" in scores:  # last: it may raise the margin, and records the one it keeps
-        served = ServedTop1.of(scores) if "alt_inliers_pos" in scores else None
-        choose_verification(bg, Top1s.of(scores, pos, neg, correct), target_fpr, served)
-
-
-INLIER_COUNTS = (8, 10, 12, 15, 20, 25, 30, 40, 50)
-#: Coverage thresholds tried for the verified clause (inf: clause off).
-COVERAGES = (float("inf"), 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2)
-
-
-@dataclasses.dataclass(frozen=True)
-class Top1s:
-    """What the decision rule sees of each calibration query's top-1: its margin, whether it
-    is right (positives), its keypoint inliers and their coverage of the query."""
-
-    pos: np.ndarray
-    neg: np.ndarray
-    correct: np.ndarray
-    inliers_pos: np.ndarray
-    inliers_neg: np.ndarray
-    coverage_pos: np.ndarray | None = None  # None: not measured (calibrations before it)
-    coverage_neg: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        for side in ("pos", "neg"):
-            if getattr(self, f"coverage_{side}") is None:
-                object.__setattr__(self, f"coverage_{side}", np.zeros(len(getattr(self, side)), np.float32))
-
-    @classmethod
-    def of(cls, scores: dict[str, np.ndarray], pos: np.ndarray, neg: np.ndarray, correct: np.ndarray) -> Top1s:
-        return cls(pos, neg, correct, scores["inliers_pos"], scores["inliers_neg"],
-                   scores.get("coverage_pos"), scores.get("coverage_neg"))
-
-    def declared(self, bg: BackgroundSet, side: str) -> np.ndarray:
-        return np.array([bool(bg.decide(float(m), int(n), float(c))) for m, n, c in zip(
-            getattr(self, side), getattr(self, f"inliers_{side}"), getattr(self, f"coverage_{side}"))], bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class ServedTop1:
-    """Each query's best-verified candidate (``best_verified``), which the service ranks first
-    when its inliers reach the rule's count."""
-
-    drop_pos: np.ndarray  # top-1 score less the candidate's
-    drop_neg: np.ndarray
-    inliers_pos: np.ndarray
-    inliers_neg: np.ndarray
-    correct: np.ndarray
-    coverage_pos: np.ndarray | None = None
-    coverage_neg: np.ndarray | None = None
-
-    @classmethod
-    def of(cls, scores: dict[str, np.ndarray]) -> ServedTop1:
-        return cls(scores["alt_drop_pos"], scores["alt_drop_neg"], scores["alt_inliers_pos"],
-                   scores["alt_inliers_neg"], scores["alt_correct"], scores.get("alt_coverage_pos"),
-                   scores.get("alt_coverage_neg"))
-
-    def at(self, count: int, top1s: Top1s) -> Top1s:
-        """The top-1s served under an inlier count: a query's best-verified candidate where it
-        reaches the count, its top-1 by score elsewhere."""
-        up_pos, up_neg = self.inliers_pos >= count, self.inliers_neg >= count
-        cover_pos = self.coverage_pos if self.coverage_pos is not None else np.zeros(len(up_pos), np.float32)
-        cover_neg = self.coverage_neg if self.coverage_neg is not None else np.zeros(len(up_neg), np.float32)
-        return Top1s(top1s.pos - np.where(up_pos, self.drop_pos, 0), top1s.neg - np.where(up_neg, self.drop_neg, 0),
-                     np.where(up_pos, self.correct, top1s.correct),
-                     np.where(up_pos, self.inliers_pos, top1s.inliers_pos),
-                     np.where(up_neg, self.inliers_neg, top1s.inliers_neg),
-                     np.where(up_pos, cover_pos, top1s.coverage_pos), np.where(up_neg, cover_neg, top1s.coverage_neg))
-
-
-def choose_verification(bg: BackgroundSet, plain: Top1s, target_fpr: float, served: ServedTop1 | None = None) -> None:
-    """Margin, inlier count, verified margin and coverage together: for each count in
-    ``INLIER_COUNTS``, verified margin among the negatives' margin quantiles (0, 5%, ...,
-    95%) and coverage in ``COVERAGES``, the smallest margin that keeps both ways to a match
-    within ``target_fpr`` of the negatives, and the right positives each rule declares.
-    When the data barely tell rules apart, the one that carries to unseen images is kept,
-    as for the weight: the coverage clause only when the best rule with it declares more
-    than the best without it by over one standard error; then the largest count within one
-    standard error of the best (a higher count asks more evidence and re-ranks fewer
-    candidates); the margin alone unless that rule beats it. With ``served``, each count is
-    judged on the top-1s the service would rank first under it."""
-    allowed = int(np.floor(target_fpr * len(plain.neg)))
-    margin_only_margin = bg.match_margin
-    margin_only = float(((plain.pos >= bg.match_margin) & plain.correct).mean())
-    found: dict[tuple[bool, int], tuple[float, int, float, float, float]] = {}  # (clause, count): best rule
-    for count in INLIER_COUNTS:
-        t = served.at(count, plain) if served else plain
-        for verify_margin in np.unique(np.quantile(t.neg, np.arange(0.0, 1.0, 0.05))):
-            for coverage in COVERAGES:
-                verified = (t.inliers_neg >= count) & ((t.neg >= verify_margin) | (t.coverage_neg >= coverage))
-                left = allowed - int(verified.sum())
-                if left < 0:
-                    continue
-                rest = np.sort(t.neg[~verified])[::-1]
-                margin = float(rest[left] + 1e-4) if left < len(rest) else float(rest[-1])
-                declared = (t.pos >= margin) | ((t.inliers_pos >= count) & (
-                    (t.pos >= verify_margin) | (t.coverage_pos >= coverage)))
-                rate = float((declared & t.correct).mean())
-                slot = (not np.isinf(coverage), count)
-                if slot not in found or rate > found[slot][0]:
-                    found[slot] = (rate, count, float(verify_margin), margin, float(coverage))
-
-    def error(rate: float) -> float:
-        return float(np.sqrt(rate * (1 - rate) / len(plain.pos)))
-
-    best = {clause: max((r[0] for (c, _), r in found.items() if c == clause), default=0.0) for clause in (False, True)}
-    clause = best[True] > best[False] + error(best[False])
-    steady = max((r for (c, _), r in found.items() if c == clause and r[0] >= best[clause] - error(best[clause])),
-                 key=lambda r: r[1], default=None)
-    chosen = steady if steady is not None and steady[0] > margin_only else \
-        (margin_only, 0, 0.0, bg.match_margin, float("inf"))
-    rate, count, verify_margin, margin, coverage = chosen
-    bg.verify_inliers, bg.verify_margin, bg.match_margin, bg.verify_coverage = count, verify_margin, margin, coverage
-    t = served.at(count, plain) if served and count else plain
-    bg.calibration.update({
-        "verify_inliers": count, "verify_margin": verify_margin, "verify_coverage": coverage, "match_margin": margin,
-        "margin alone": margin_only_margin,
-        "verified: false-match rate": float(t.declared(bg, "neg").mean()),
-        "verified: correct positives declared": rate,
-        "margin alone: correct positives declared": margin_only,
-        "without a coverage clause: correct positives declared": best[False],
-        "inliers, correct positives median / negatives p95": [
-            float(np.median(t.inliers_pos[t.correct])) if t.correct.any() else float("nan"),
-            float(np.quantile(t.inliers_neg, 0.95))],
-    })
-
 
 def redecide(out: Path, target_fpr: float, settings: Settings) -> None:
     """A new target on a finished calibration: its saved scores, no re-embedding."""
@@ -389,6 +215,7 @@ def redecide(out: Path, target_fpr: float, settings: Settings) -> None:
     bg.save(out)
     print(json.dumps(bg.calibration, indent=1))
     print(f"rewrote {out}")
+
 
 if __name__ == "__main__":
     main()

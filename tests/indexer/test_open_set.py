@@ -60,6 +60,9 @@ def test_a_background_set_round_trips_and_refuses_a_k_it_cannot_hold(tmp_path):
                   verify_coverage=0.4).save(tmp_path / "v.safetensors")
     back = BackgroundSet.load(tmp_path / "v.safetensors")
     assert (back.verify_inliers, back.verify_margin, back.verify_coverage) == (15, 0.25, 0.4)
+    assert (back.rank_lead, back.ranking_lead) == (0, 15)  # ranked by a lead of the decision's count
+    BackgroundSet(vectors, "id2-x", k=3, verify_inliers=40, rank_lead=12).save(tmp_path / "k.safetensors")
+    assert BackgroundSet.load(tmp_path / "k.safetensors").ranking_lead == 12
     # A file calibrated before the coverage clause: the clause is off.
     from safetensors.numpy import save_file
     save_file({"vectors": vectors.astype(np.float16)}, str(tmp_path / "old.safetensors"), metadata={

@@ -166,25 +166,36 @@ def test_keypoint_candidates_bring_back_an_origin_the_vectors_missed(settings, b
     origin = OriginIndex.open(settings, bundle=bundle)
     try:
         refs = [o.reference for o in origin.pipeline.run(IngestItem.from_bytes(d) for d in images)]
-        assert origin.rank_inliers > 0  # the shipped model's rule is calibrated for verification
+        assert origin.rank_lead > 0  # the shipped model's rule is calibrated for verification
         crop = crop_and_tilt(reference_images[4])
         query = origin.decode(encode(crop))
         vectors = origin.embedder.project(origin.embedder.encode(query_batch(query.image)))
         missed = [c for c in origin.search(vectors, 4) if c.reference.id != refs[4].id][:3]
         found = origin.verify(query.image, missed, vectors)
-        assert found[0].reference.id == refs[4].id and found[0].inliers >= origin.rank_inliers, found
+        bar = max(found[1].inliers, 0) + origin.rank_lead  # the vectors' top-1 leads the rest
+        assert found[0].reference.id == refs[4].id and found[0].inliers >= bar, found
         assert len(found) == len(missed)
-        assert all(c.inliers < origin.rank_inliers for c in found[1:])
+        assert all(c.inliers < bar for c in found[1:])
         assert origin.verify(query.image, missed, vectors, collections=["elsewhere"])[0].reference.id != refs[4].id
         # Listed below the verified ranks, the voted origin is verified where it stands, once.
         own = [c for c in origin.search(vectors, len(images)) if c.reference.id == refs[4].id]
         origin.settings = dataclasses.replace(settings, verify_candidates=1)
         listed = origin.verify(query.image, [*missed, *own], vectors)
-        assert listed[0].reference.id == refs[4].id and listed[0].inliers >= origin.rank_inliers
+        assert listed[0].reference.id == refs[4].id and listed[0].inliers >= origin.rank_lead
         assert [c.reference.id for c in listed].count(refs[4].id) == 1 and len(listed) == len(missed) + 1
         origin.settings = settings
         answer = origin.identify(encode(crop), top_k=1)
         assert answer.candidates[0].reference.id == refs[4].id
+        # Ranked by a lead below the count a match is declared by: first, yet not a match;
+        # by a lead of the decision's count (files calibrated before the lead), not first.
+        wide = dataclasses.replace(bundle.background, match_margin=2.0, verify_inliers=10_000,
+                                   rank_lead=found[0].inliers - max(found[1].inliers, 0))
+        origin.bundle, origin.rank_lead = dataclasses.replace(bundle, background=wide), wide.ranking_lead
+        assert origin.verify(query.image, missed, vectors)[0].reference.id == refs[4].id
+        ranked = origin.identify(encode(crop), top_k=1)
+        assert ranked.candidates[0].reference.id == refs[4].id and not ranked.match
+        origin.rank_lead = dataclasses.replace(wide, rank_lead=0).ranking_lead
+        assert origin.verify(query.image, missed, vectors)[0].reference.id != refs[4].id
     finally:
         origin.close()
     plain = OriginIndex.open(with_settings(settings, keypoint_candidates=0), bundle=bundle)

@@ -1,14 +1,14 @@
-"""The open-set calibration's choice of a verification rule (``choose_verification``)."""
+"""How the open-set rule is chosen from calibration scores (``training.open_set_rules``)."""
 
 import numpy as np
 
 from origin_id.indexer.open_set import BackgroundSet
-from training.calibrate_open_set import ServedTop1, Top1s, choose_verification, margin_for
+from training.open_set_rules import ServedTop1, Top1s, choose_ranking, choose_verification, margin_for
 
 
-def calibrated(top1s: Top1s, target=0.03, served: ServedTop1 | None = None) -> BackgroundSet:
+def calibrated(top1s: Top1s, target=0.03) -> BackgroundSet:
     bg = BackgroundSet(np.eye(4, dtype=np.float32), "m", k=1, match_margin=margin_for(top1s.neg, target))
-    choose_verification(bg, top1s, target, served)
+    choose_verification(bg, top1s, target)
     return bg
 
 
@@ -40,10 +40,10 @@ def test_uninformative_inliers_leave_the_margin_alone():
     assert not bg.decide(bg.match_margin - 1e-3, 10_000)
 
 
-def test_counts_are_judged_on_the_top_1s_the_service_would_rank_first():
-    """Wrong top-1s whose origin is found by its keypoints (many inliers, lower score) count as
-    right under a count they reach; no-origin queries whose best-verified candidate reaches a
-    count count as that candidate's matches, so a count low enough to reach look-alikes'
+def test_the_rule_is_judged_on_the_top_1s_the_ranking_serves():
+    """Wrong top-1s whose origin the keypoints find (many inliers, lower score) count as right
+    once the ranking serves them; no-origin queries whose best-verified candidate the ranking
+    serves count as that candidate's matches, so a count low enough to reach look-alikes'
     fits is not chosen."""
     rng = np.random.default_rng(2)
     neg, inliers_neg = rng.normal(0.2, 0.1, 600), rng.poisson(3, 600)
@@ -53,7 +53,7 @@ def test_counts_are_judged_on_the_top_1s_the_service_would_rank_first():
                         inliers_pos=np.full(600, 45), inliers_neg=rng.poisson(3, 600), correct=np.ones(600, bool))
     served.inliers_neg[:60] = 25  # ... and 10% of no-origin queries fit a look-alike by 25
     top1s = Top1s(pos, neg, correct, inliers_pos, inliers_neg)
-    bg = calibrated(top1s, served=served)
+    bg = calibrated(served.led(15, top1s))
     assert 25 < bg.verify_inliers <= 45
     assert bg.calibration["verified: correct positives declared"] > 0.9
     assert bg.calibration["verified: false-match rate"] <= 0.03
@@ -81,3 +81,27 @@ def test_a_coverage_clause_declares_moved_copies_that_parts_shared_by_other_pict
     # The same data without coverage measured: the clause stays off.
     blind = calibrated(Top1s(pos, neg, np.ones(600, bool), inliers_pos, inliers_neg))
     assert blind.verify_coverage == float("inf")
+
+
+def test_ranking_lead_takes_the_origins_keypoints_find_and_leaves_near_ties_to_the_vectors():
+    """30% of positives are crops whose vectors miss the origin and whose origin fits by 15-30
+    inliers more than the top-1; 10% of the right top-1s have a wrong candidate fitting by
+    chance at 10-11; another 10% fit by 30 and a near-duplicate of theirs by 33. The lead is
+    the largest that takes all the crops and neither the chance fits nor the near-duplicates
+    (15); a count would have lost the near-duplicates."""
+    rng = np.random.default_rng(4)
+    n = 600
+    correct = np.arange(n) >= 180  # the first 180: the vectors' top-1 is wrong
+    top1_inliers = np.zeros(n, int)
+    alt_inliers = np.where(correct, rng.poisson(2, n), rng.integers(15, 31, n))
+    alt_inliers[180:240] = rng.integers(10, 12, 60)  # chance fits beside right top-1s
+    top1_inliers[240:300], alt_inliers[240:300] = 30, 33  # a variant of the origin fits as well
+    served = ServedTop1(drop_pos=np.full(n, 0.3), drop_neg=np.full(n, 0.3), inliers_pos=alt_inliers,
+                        inliers_neg=rng.integers(0, 14, n), correct=~correct)
+    top1s = Top1s(rng.normal(0.6, 0.1, n), rng.normal(0.2, 0.1, n), correct, top1_inliers, rng.poisson(2, n))
+    bg = BackgroundSet(np.eye(4, dtype=np.float32), "m", k=1)
+    choose_ranking(bg, top1s, served)
+    assert bg.rank_lead == 15 and bg.ranking_lead == 15
+    assert bg.calibration["top-1 right, by ranking lead"][15] == 1.0
+    assert bg.calibration["top-1 right, by ranking lead"][10] == 0.9
+    assert np.where(alt_inliers >= 15, ~correct, correct).mean() == 0.9  # by a count: the variants win
