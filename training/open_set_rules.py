@@ -25,6 +25,10 @@ def margin_for(negative_margins: np.ndarray, target_fpr: float) -> float:
     return float(ordered[allowed] + 1e-4) if allowed < len(ordered) else float(ordered[-1])
 
 
+def coverage_or_zeros(coverage: np.ndarray | None, n: int) -> np.ndarray:
+    """Measured coverage, or zeros for scores saved before it was measured (clause off)."""
+    return coverage if coverage is not None else np.zeros(n, np.float32)
+
 
 WEIGHTS = np.round(np.arange(0.0, 1.01, 0.1), 1)
 
@@ -71,11 +75,11 @@ def decide(bg: BackgroundSet, scores: dict[str, np.ndarray], target_fpr: float, 
     })
     if "inliers_pos" in scores:  # last: it may raise the margin, and records the one it keeps
         served = ServedTop1.of(scores) if "alt_inliers_pos" in scores else None
-        plain = Top1s.of(scores, pos, neg, correct)
+        top1s = Top1s.of(scores, pos, neg, correct)
         if served is not None:  # the ranking first: the decision is made on the top-1s it serves
-            choose_ranking(bg, plain, served)
-            plain = served.led(bg.rank_lead, plain)
-        choose_verification(bg, plain, target_fpr)
+            choose_ranking(bg, top1s, served)
+            top1s = served.led(bg.rank_lead, top1s)
+        choose_verification(bg, top1s, target_fpr)
 
 
 INLIER_COUNTS = (8, 10, 12, 15, 20, 25, 30, 40, 50)
@@ -98,8 +102,8 @@ class Top1s:
 
     def __post_init__(self) -> None:
         for side in ("pos", "neg"):
-            if getattr(self, f"coverage_{side}") is None:
-                object.__setattr__(self, f"coverage_{side}", np.zeros(len(getattr(self, side)), np.float32))
+            coverage = coverage_or_zeros(getattr(self, f"coverage_{side}"), len(getattr(self, side)))
+            object.__setattr__(self, f"coverage_{side}", coverage)
 
     @classmethod
     def of(cls, scores: dict[str, np.ndarray], pos: np.ndarray, neg: np.ndarray, correct: np.ndarray) -> Top1s:
@@ -136,8 +140,8 @@ class ServedTop1:
         top-1 by score elsewhere."""
         up_pos = self.inliers_pos >= np.maximum(top1s.inliers_pos, 0) + lead
         up_neg = self.inliers_neg >= np.maximum(top1s.inliers_neg, 0) + lead
-        cover_pos = self.coverage_pos if self.coverage_pos is not None else np.zeros(len(up_pos), np.float32)
-        cover_neg = self.coverage_neg if self.coverage_neg is not None else np.zeros(len(up_neg), np.float32)
+        cover_pos = coverage_or_zeros(self.coverage_pos, len(up_pos))
+        cover_neg = coverage_or_zeros(self.coverage_neg, len(up_neg))
         return Top1s(top1s.pos - np.where(up_pos, self.drop_pos, 0), top1s.neg - np.where(up_neg, self.drop_neg, 0),
                      np.where(up_pos, self.correct, top1s.correct),
                      np.where(up_pos, self.inliers_pos, top1s.inliers_pos),
