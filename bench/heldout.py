@@ -116,6 +116,7 @@ def served(client: OriginClient, queries: list[dict]) -> list[dict]:
                         "inpainted": r.inpainting.inpainted, "basis": r.match_basis,
                         "inliers": [c.inliers for c in r.candidates],
                         "coverage": [round(c.inlier_coverage, 4) for c in r.candidates],
+                        "agreement": [round(c.agreement, 4) for c in r.candidates],
                         "ms": (time.monotonic() - start) * 1000})
     return answers
 
@@ -260,32 +261,38 @@ def plot_verification(queries: list[dict], answers: list[dict], path: Path) -> b
     rule_file = background_path(Settings.from_env(dict(os.environ)))
     rule = BackgroundSet.load(rule_file) if rule_file is not None else None
     cover = rule.verify_coverage if rule is not None else float("inf")
-    groups: dict[str, list[tuple[float, int, float]]] = {"right top-1": [], "wrong top-1": [], "no-origin": []}
+    agree = rule.dense_agreement if rule is not None and rule.dense_inliers else float("inf")
+    groups: dict[str, list[tuple[float, ...]]] = {"right top-1": [], "wrong top-1": [], "no-origin": []}
     for q, a in zip(queries, answers, strict=True):
         if q.get("excluded") or not a.get("inliers"):
             continue
         group = "no-origin" if q["origin"] is None else (
             "right top-1" if a["top1"] in q.get("accept", [q["origin"]]) else "wrong top-1")
-        groups[group].append((a["match_score"], max(a["inliers"][0], 0), (a.get("coverage") or [0.0])[0]))
+        groups[group].append((a["match_score"], max(a["inliers"][0], 0), (a.get("coverage") or [0.0])[0],
+                              (a.get("agreement") or [0.0])[0]))
     fig, ax = plt.subplots(figsize=(8, 5))
     for (name, points), colour in zip(groups.items(), ("tab:blue", "tab:gray", "tab:red")):
         if points:
-            x, y, c = np.array(points).T
-            wide = c >= cover  # inliers spanning the rule's coverage: triangles
+            x, y, c, g = np.array(points).T
+            wide = (c >= cover) | (g >= agree)  # the rule's coverage or agreement reached: triangles
             ax.scatter(x[~wide], y[~wide] + 1, s=9, alpha=0.5, color=colour, label=f"{name} ({len(points)})")
             ax.scatter(x[wide], y[wide] + 1, s=14, alpha=0.6, color=colour, marker="^")
     if rule is not None:
         ax.axvline(rule.match_margin, color="k", linestyle="--", label=f"match by score: >= {rule.match_margin:.3f}")
         if rule.verify_inliers:
             wide = f"; any score if coverage >= {cover:.2f} (triangles)" if np.isfinite(cover) else ""
-            ax.fill_between([rule.verify_margin, rule.match_margin], rule.verify_inliers + 1, 1e3, color="tab:green",
-                            alpha=0.12, label=f"verified: >= {rule.verify_inliers} inliers, score >= "
-                                              f"{rule.verify_margin:.3f}{wide}")
+            ax.fill_between([max(rule.verify_margin, -1.0), rule.match_margin], rule.verify_inliers + 1, 1e3,
+                            color="tab:green", alpha=0.12, label=f"verified: >= {rule.verify_inliers} inliers, "
+                                                                 f"score >= {rule.verify_margin:.3f}{wide}")
+        if rule.dense_inliers:
+            ax.axhline(rule.dense_inliers + 1, color="tab:purple", linestyle=":",
+                       label=f"verified at any score: >= {rule.dense_inliers} inliers and pixels agreeing "
+                             f">= {agree:.2f} (triangles, above the line)")
     ax.set_yscale("log")
     ax.set_ylim(0.8, 1e3)
     ax.set_xlabel("match score (top-1 score less the background score)")
     ax.set_ylabel("top-1 keypoint inliers + 1")
-    ax.set_title("Held-out evaluation: the two ways to a match")
+    ax.set_title("Held-out evaluation: the ways to a match")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -17,6 +17,8 @@ class Candidate:
     inliers: int = -1
     #: The share of the query's area those inliers span (``local_features.Fit``).
     coverage: float = 0.0
+    #: How well the query's pixels agree with the reference's under that fit (``local_features.agreement``).
+    agreement: float = 0.0
 
 
 def scored(vectors: np.ndarray, live: dict[int, tuple[Reference, np.ndarray]]) -> list[Candidate]:

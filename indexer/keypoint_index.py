@@ -34,7 +34,12 @@ from collections.abc import Iterable
 import faiss
 import numpy as np
 
-from origin_id.indexer.local_features import DESCRIPTOR_BYTES, LocalFeatures, QueryFeatures
+from origin_id.indexer.local_features import (
+    DESCRIPTOR_BYTES,
+    STORED_KEYPOINTS_BYTES,
+    LocalFeatures,
+    QueryFeatures,
+)
 from origin_id.indexer.store.feed import IndexFeed, KeypointChunk, Snapshot
 from origin_id.models import compute
 
@@ -58,7 +63,7 @@ TRAIN_PER_LIST = 40
 
 def _descriptors(data: bytes) -> np.ndarray | None:
     try:
-        return LocalFeatures.decode(data).descriptors
+        return LocalFeatures.decode(data, keypoints_only=True).descriptors
     except ValueError:
         return None
 
@@ -107,7 +112,7 @@ class KeypointIndex:
                 continue
             seen.add(ref_id)
             try:
-                features = LocalFeatures.decode(blob)
+                features = LocalFeatures.decode(blob, keypoints_only=True)
             except ValueError as exc:
                 log.warning("reference %d: unreadable local features (%s)", ref_id, exc)
                 continue
@@ -172,7 +177,7 @@ class KeypointIndex:
         """A new index of every stored reference's keypoints, streamed from one snapshot and
         swapped in when ready; then the changes written meanwhile."""
         started = time.monotonic()
-        with feed.keypoint_snapshot(model_version) as (snapshot, references, chunks):
+        with feed.keypoint_snapshot(model_version, STORED_KEYPOINTS_BYTES) as (snapshot, references, chunks):
             staged = KeypointIndex.built(chunks, references)
         with self._lock, staged._lock:
             self._index, self._owners, self._known = staged._index, staged._owners, staged._known
@@ -215,7 +220,7 @@ class KeypointIndex:
         read; returns the references added."""
         with self._lock:
             since = self._snapshot
-        snapshot, chunk = feed.keypoint_changes(model_version, since)
+        snapshot, chunk = feed.keypoint_changes(model_version, since, STORED_KEYPOINTS_BYTES)
         added = self.add(chunk.reference_ids, chunk.data)
         with self._lock:
             self._snapshot = snapshot

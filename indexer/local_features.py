@@ -19,15 +19,25 @@ many inliers inside that part only. Both are independent of the ID2 models (a mo
 change re-embeds references but never recomputes these), and the match decision uses
 them only as calibrated (``origin_id.indexer.open_set``).
 
+Inliers and coverage still cannot tell a crop of a drawing (10-40 inliers, covering a
+fifth of the query: ORB finds no corners in flat areas) from two pictures that share a
+part. The pixels can: each reference also keeps its picture in grey at
+``PICTURE_SIDE``, and a fit's *agreement* is the correlation of the query's pixels with
+the reference's, the reference warped onto the query by the fitted transform, over all
+the area they share. A copy agrees almost everywhere, whatever its keypoints; two
+pictures that share a figure or a frame disagree everywhere else (``agreement``).
+
 Stored format (``encode``/``decode``): a 6-byte header (format version, keypoint count,
 the analysed image's longer side), then float16 (x, y) pixel positions in the analysed
-copy, then the descriptors.
+copy, then the descriptors; from format 2 on, the picture's height and width (uint16)
+and its grey pixels (at most ``PICTURE_SIDE`` square, 16 KB). Format 1 rows (no picture)
+are still read: their fits have no agreement.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -44,9 +54,17 @@ MIN_MATCHES = 4
 #: Scales (query pixels to reference pixels, both at ``ANALYSIS_SIDE``) a copy can have: a
 #: crop keeping 1/8 of a side, or a picture an eighth of its post.
 SCALE_RANGE = (1 / 8, 8.0)
-FORMAT_VERSION = 1
+#: A reference's stored picture, longer side: a crop keeping half of each side is then
+#: compared over 64 x 64 of its origin's pixels, plenty to tell it from another picture.
+PICTURE_SIDE = 128
+#: An agreement over fewer shared pixels (of the reference's picture) is not measured.
+MIN_SHARED_PIXELS = 64
+FORMAT_VERSION = 2
 _HEADER = struct.Struct("<HHH")
+_PICTURE_HEADER = struct.Struct("<HH")
 DESCRIPTOR_BYTES = 32
+#: The stored form's bytes up to its last descriptor, at most: what ``decode(keypoints_only=True)`` needs.
+STORED_KEYPOINTS_BYTES = _HEADER.size + MAX_KEYPOINTS * (4 + DESCRIPTOR_BYTES)
 
 # OpenCV's own thread pool would compete with the models' threads for the same cores;
 # one image's keypoints take a few milliseconds on one thread.
@@ -61,27 +79,53 @@ class LocalFeatures:
     #: The analysed copy's area in pixels, for a query's coverage; 0 = unknown (stored
     #: references do not keep it: coverage is measured on the query's side).
     area: int = 0
+    #: The analysed copy in grey (uint8, any size: a query keeps it whole, a reference at
+    #: ``PICTURE_SIDE``), for a fit's agreement; None = not kept (format 1 rows).
+    picture: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.points)
 
+    def as_reference(self) -> LocalFeatures:
+        """What a reference stores of these features (``encode``): the picture at ``PICTURE_SIDE``."""
+        if self.picture is None or max(self.picture.shape) <= PICTURE_SIDE:
+            return replace(self, area=0)
+        h, w = self.picture.shape
+        scale = PICTURE_SIDE / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return replace(self, area=0, picture=cv2.resize(self.picture, size, interpolation=cv2.INTER_AREA))
+
     def encode(self) -> bytes:
+        stored = self.as_reference()
+        picture = stored.picture if stored.picture is not None else np.zeros((0, 0), np.uint8)
         return (_HEADER.pack(FORMAT_VERSION, len(self), self.side)
-                + self.points.astype("<f2").tobytes() + self.descriptors.astype(np.uint8).tobytes())
+                + self.points.astype("<f2").tobytes() + self.descriptors.astype(np.uint8).tobytes()
+                + _PICTURE_HEADER.pack(*picture.shape) + np.ascontiguousarray(picture, np.uint8).tobytes())
 
     @classmethod
-    def decode(cls, data: bytes) -> LocalFeatures:
+    def decode(cls, data: bytes, keypoints_only: bool = False) -> LocalFeatures:
+        """``encode``'s bytes read back; ``keypoints_only``: the first ``STORED_KEYPOINTS_BYTES``
+        of them are enough, and the picture is not read (the keypoint index's rows)."""
         if len(data) < _HEADER.size:
             raise ValueError(f"local features of {len(data)} bytes: shorter than their header")
         version, n, side = _HEADER.unpack_from(data)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"local features of format {version}; this code reads format {FORMAT_VERSION}")
-        expected = _HEADER.size + n * (4 + DESCRIPTOR_BYTES)
-        if len(data) != expected:
-            raise ValueError(f"local features of {n} keypoints need {expected} bytes, got {len(data)}")
+        if version not in (1, FORMAT_VERSION):
+            raise ValueError(f"local features of format {version}; this code reads formats 1-{FORMAT_VERSION}")
+        end = keypoints_end = _HEADER.size + n * (4 + DESCRIPTOR_BYTES)
+        h = w = 0
+        if keypoints_only and len(data) >= end:
+            end = len(data)
+        elif version >= 2:
+            if len(data) >= end + _PICTURE_HEADER.size:
+                h, w = _PICTURE_HEADER.unpack_from(data, end)
+            end += _PICTURE_HEADER.size + h * w
+        if len(data) != end:
+            raise ValueError(f"local features of {n} keypoints (format {version}) need {end} bytes, got {len(data)}")
+        picture = np.frombuffer(data, np.uint8, h * w, keypoints_end + _PICTURE_HEADER.size).reshape(h, w) \
+            if h * w else None
         points = np.frombuffer(data, "<f2", 2 * n, _HEADER.size).astype(np.float32).reshape(n, 2)
         descriptors = np.frombuffer(data, np.uint8, n * DESCRIPTOR_BYTES, _HEADER.size + 4 * n)
-        return cls(points, descriptors.reshape(n, DESCRIPTOR_BYTES), side)
+        return cls(points, descriptors.reshape(n, DESCRIPTOR_BYTES), side, picture=picture)
 
 
 def extract(image: Image.Image) -> LocalFeatures:
@@ -91,23 +135,26 @@ def extract(image: Image.Image) -> LocalFeatures:
     if scale != 1.0:
         grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
                            Image.Resampling.BILINEAR, reducing_gap=3.0)
-    keypoints, descriptors = cv2.ORB_create(nfeatures=MAX_KEYPOINTS).detectAndCompute(np.asarray(grey), None)
+    pixels = np.asarray(grey)
+    keypoints, descriptors = cv2.ORB_create(nfeatures=MAX_KEYPOINTS).detectAndCompute(pixels, None)
     area = grey.width * grey.height
     if descriptors is None or not keypoints:
         return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8),
-                             max(grey.size), area)
+                             max(grey.size), area, pixels)
     points = np.array([k.pt for k in keypoints], np.float32)
-    return LocalFeatures(points, descriptors, max(grey.size), area)
+    return LocalFeatures(points, descriptors, max(grey.size), area, pixels)
 
 
 @dataclass(frozen=True, order=True)
 class Fit:
-    """How a query fits a reference: the inliers of one similarity transform, and the share
-    of the query's area their convex hull spans (0 when the area is unknown). Ordered by
-    inliers first."""
+    """How a query fits a reference: the inliers of one similarity transform, the share of
+    the query's area their convex hull spans (0 when the area is unknown), and how well the
+    two pictures agree where the transform lays one on the other (``agreement``; 0 when
+    either has no picture). Ordered by inliers first."""
 
     inliers: int = 0
     coverage: float = 0.0
+    agreement: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -176,4 +223,35 @@ def fit(query: LocalFeatures, reference: LocalFeatures) -> Fit:
         return Fit()
     kept = source[fitted.ravel().astype(bool)]
     hull = cv2.contourArea(cv2.convexHull(kept)) if len(kept) >= 3 else 0.0
-    return Fit(len(kept), min(1.0, hull / query.area) if query.area else 0.0)
+    return Fit(len(kept), min(1.0, hull / query.area) if query.area else 0.0, agreement(query, reference, transform))
+
+
+def agreement(query: LocalFeatures, reference: LocalFeatures, transform: np.ndarray) -> float:
+    """The correlation of the query's grey pixels with the reference's where ``transform``
+    (query to reference pixels, both analysed copies) lays them on each other, compared at
+    the reference picture's resolution; 0 when either has no picture or they share under
+    ``MIN_SHARED_PIXELS``. A normalised correlation, so a copy's brightness and contrast
+    changes (grading, grey, JPEG) keep it near 1, while another picture sharing one part
+    of it (a figure, a frame) falls with the area where they differ."""
+    if query.picture is None or reference.picture is None:
+        return 0.0
+    target = reference.picture.astype(np.float32)
+    # Query picture pixels to reference picture pixels, through the analysed copies.
+    to_target = transform * (max(target.shape) / reference.side)
+    to_target[:, :2] /= max(query.picture.shape) / query.side
+    scale = float(np.hypot(to_target[0, 0], to_target[1, 0]))
+    source = query.picture
+    if scale < 1.0:  # shrink first: a warp that skips pixels would compare aliases
+        h, w = source.shape
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        source = cv2.resize(source, size, interpolation=cv2.INTER_AREA)
+        to_target[:, 0] *= w / size[0]
+        to_target[:, 1] *= h / size[1]
+    size = (target.shape[1], target.shape[0])
+    warped = cv2.warpAffine(source.astype(np.float32), to_target, size, flags=cv2.INTER_LINEAR)
+    shared = cv2.warpAffine(np.ones(source.shape, np.float32), to_target, size, flags=cv2.INTER_LINEAR) > 0.999
+    if shared.sum() < MIN_SHARED_PIXELS:
+        return 0.0
+    a, b = warped[shared] - warped[shared].mean(), target[shared] - target[shared].mean()
+    norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / norm) if norm > 0 else 0.0

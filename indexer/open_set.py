@@ -37,6 +37,12 @@ share a part (a drawn figure, a dialog's frame) fit many inliers inside that par
 spanning most of the query do. ``verify_coverage`` is infinite (clause off) in files
 calibrated before it.
 
+A third way needs fewer inliers: the pixels (``local_features.agreement``). A crop of a
+drawing fits its origin by 10-40 inliers that cover little of it, but laid on its origin
+by the fitted transform it agrees with it everywhere; two pictures sharing a part do
+not. So ``or (inliers >= dense_inliers and agreement >= dense_agreement)``, calibrated
+with the rest (``dense_inliers`` 0: clause off, as in files calibrated before it).
+
 Ranking is calibrated apart (``rank_lead``): a candidate that fits the query by that many
 more inliers than the top-1 by score ranks first (``origin_id.indexer.candidates.rank``). A
 crop of a small drawing fits its origin by 10-30 inliers where unrelated candidates fit
@@ -79,6 +85,9 @@ class BackgroundSet:
     verify_coverage: float = float("inf")
     #: Inliers beyond the top-1's by which a candidate ranks first (0: ``verify_inliers``).
     rank_lead: int = 0
+    #: Matches by agreement: this many inliers (0 = clause off) and pixels agreeing this well.
+    dense_inliers: int = 0
+    dense_agreement: float = float("inf")
 
     def __post_init__(self) -> None:
         if len(self.vectors) % self.per_image:
@@ -112,14 +121,16 @@ class BackgroundSet:
         best = per_image.max(axis=2) if regions else per_image[:, :, 0]
         return self.weight * np.partition(best, -self.k, axis=1)[:, -self.k]
 
-    def decide(self, match_score: float, inliers: int, coverage: float = 0.0) -> str:
+    def decide(self, match_score: float, inliers: int, coverage: float = 0.0, agreement: float = 0.0) -> str:
         """The match decision from the top-1's match score, keypoint inliers (-1: not
-        verified) and their coverage of the query: "score", "verified", or "" for no match."""
+        verified), their coverage of the query and the pixels' agreement: "score",
+        "verified", or "" for no match."""
         if match_score >= self.match_margin:
             return "score"
         verified = bool(self.verify_inliers) and inliers >= self.verify_inliers and (
             match_score >= self.verify_margin or coverage >= self.verify_coverage)
-        return "verified" if verified else ""
+        agreed = bool(self.dense_inliers) and inliers >= self.dense_inliers and agreement >= self.dense_agreement
+        return "verified" if verified or agreed else ""
 
     def score(self, views: np.ndarray, regions: bool = True) -> float:
         """One query's background score from its views (v, dim)."""
@@ -130,7 +141,8 @@ class BackgroundSet:
                 "calibration": json.dumps(self.calibration), "layout": json.dumps([list(b) for b in self.layout]),
                 "weight": repr(self.weight), "verify_inliers": str(self.verify_inliers),
                 "verify_margin": repr(self.verify_margin), "verify_coverage": repr(self.verify_coverage),
-                "rank_lead": str(self.rank_lead)}
+                "rank_lead": str(self.rank_lead), "dense_inliers": str(self.dense_inliers),
+                "dense_agreement": repr(self.dense_agreement)}
         save_file({"vectors": self.vectors.astype(np.float16)}, str(path), metadata=meta)
 
     @classmethod
@@ -149,4 +161,5 @@ class BackgroundSet:
                    weight=float(meta.get("weight", "1.0")), verify_inliers=int(meta.get("verify_inliers", "0")),
                    verify_margin=float(meta.get("verify_margin", "0.0")),
                    verify_coverage=float(meta.get("verify_coverage", "inf")),
-                   rank_lead=int(meta.get("rank_lead", "0")))
+                   rank_lead=int(meta.get("rank_lead", "0")), dense_inliers=int(meta.get("dense_inliers", "0")),
+                   dense_agreement=float(meta.get("dense_agreement", "inf")))

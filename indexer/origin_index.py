@@ -184,7 +184,7 @@ class OriginIndex:
         inner = views[1] if len(views) > 1 else None  # the picture inside the query's borders
         candidates = self.verify(query.image, candidates, vectors, collections, inner)
         match_score = candidates[0].score - background if candidates else float("-inf")
-        basis = self.decide(match_score, candidates[0].inliers, candidates[0].coverage) if candidates else ""
+        basis = self.decide(match_score, candidates[0]) if candidates else ""
         verdict = None
         if self.settings.inpainting and self.bundle.inpainting is not None:
             compute.stage("detectors")
@@ -217,7 +217,7 @@ class OriginIndex:
                 return c
             try:
                 fitted = query.fit(LocalFeatures.decode(data))
-                return replace(c, inliers=fitted.inliers, coverage=fitted.coverage)
+                return replace(c, inliers=fitted.inliers, coverage=fitted.coverage, agreement=fitted.agreement)
             except ValueError as exc:  # a row this code cannot read: unverified, not an error
                 log.warning("reference %d: unreadable local features (%s)", c.reference.id, exc)
                 return c
@@ -240,13 +240,14 @@ class OriginIndex:
             found = [c for c in found if c.reference.collection in collections]
         return found
 
-    def decide(self, match_score: float, inliers: int, coverage: float = 0.0) -> str:
+    def decide(self, match_score: float, top1: Candidate) -> str:
         """"score", "verified" or "" (no match): the model's calibrated rule
-        (``BackgroundSet.decide``), or the plain threshold when overridden or without a set."""
+        (``BackgroundSet.decide``) on the top-1's match score and fit, or the plain
+        threshold when overridden or without a set."""
         background = self.bundle.background
         if not math.isnan(self.settings.match_threshold) or background is None:
             return "score" if match_score >= self.match_threshold else ""
-        return background.decide(match_score, inliers, coverage)
+        return background.decide(match_score, top1.inliers, top1.coverage, top1.agreement)
 
     def search(self, vectors: np.ndarray, top_k: int, collections: Collection[str] | None = None) -> list[Candidate]:
         """Best references for the query's vectors (one per view), re-read from the store.

@@ -55,12 +55,13 @@ def format_answer(name: str, reply) -> str:
     decision = f"MATCH ({reply.match_basis})" if reply.match else "no match"
     lines = [f"{name}: {decision} (match score {reply.match_score:.3f}, threshold {reply.match_threshold:.3f}"
              + (f", background {reply.background_score:.3f})" if reply.background_score else ")"),
-             f"  {'rank':>4}  {'score':>6}  {'inliers':>7}  {'cover':>5}  {'id':>6}  {'collection':<12} "
+             f"  {'rank':>4}  {'score':>6}  {'inliers':>7}  {'cover':>5}  {'agree':>5}  {'id':>6}  {'collection':<12} "
              f"{'external_id':<28} source"]
     for rank, cand in enumerate(reply.candidates, start=1):
         ref = cand.reference
-        inliers, cover = (str(cand.inliers), f"{cand.inlier_coverage:.2f}") if cand.inliers >= 0 else ("-", "-")
-        lines.append(f"  {rank:>4}  {cand.score:6.3f}  {inliers:>7}  {cover:>5}  {ref.id:>6}  "
+        inliers, cover, agree = (str(cand.inliers), f"{cand.inlier_coverage:.2f}", f"{cand.agreement:.2f}") \
+            if cand.inliers >= 0 else ("-", "-", "-")
+        lines.append(f"  {rank:>4}  {cand.score:6.3f}  {inliers:>7}  {cover:>5}  {agree:>5}  {ref.id:>6}  "
                      f"{ref.collection[:12]:<12} {ref.external_id[:28]:<28} {ref.source_uri}")
     lines.append("  " + format_verdict(reply.inpainting))
     return "\n".join(lines)

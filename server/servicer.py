@@ -128,7 +128,7 @@ class OriginServicer:
 def identification_to_pb(result: Identification, model_version: str) -> pb.IdentifyOriginResponse:
     return pb.IdentifyOriginResponse(
         candidates=[pb.Candidate(reference=reference_to_pb(c.reference), score=c.score, inliers=c.inliers,
-                                 inlier_coverage=c.coverage)
+                                 inlier_coverage=c.coverage, agreement=c.agreement)
                     for c in result.candidates], match_basis=result.match_basis,
         match=result.match, match_threshold=result.match_threshold, model_version=model_version,
         match_score=result.match_score if result.candidates else 0.0, background_score=result.background_score,

@@ -95,19 +95,20 @@ def best_verified(queries: list[QueryFeatures], sims: np.ndarray, gallery: list[
                   keypoints: KeypointIndex, verified: int = 5, voted: int = 10) -> dict[str, np.ndarray]:
     """Each query's candidate with the most keypoint inliers (ties: the higher score) among
     its ``verified`` best by score and the keypoint index's ``voted`` others, as the service
-    verifies them: its gallery index, inliers, their coverage and score; and the inliers and
-    coverage of the top-1 by score (``top1_inliers``, ``top1_coverage``)."""
-    out = {"index": np.zeros(len(queries), np.int64), "inliers": np.zeros(len(queries), np.int32),
-           "coverage": np.zeros(len(queries), np.float32), "score": np.zeros(len(queries), np.float32),
-           "top1_inliers": np.zeros(len(queries), np.int32), "top1_coverage": np.zeros(len(queries), np.float32)}
+    verifies them: its gallery index, score and fit (inliers, coverage, agreement); and the
+    fit of the top-1 by score (``top1_inliers``, ``top1_coverage``, ``top1_agreement``)."""
+    measures = ("inliers", "coverage", "agreement")
+    out = {"index": np.zeros(len(queries), np.int64), "score": np.zeros(len(queries), np.float32)}
+    out |= {f"{prefix}{m}": np.zeros(len(queries), np.int32 if m == "inliers" else np.float32)
+            for prefix in ("", "top1_") for m in measures}
     for q, features in enumerate(tqdm(queries, desc="verify candidates", unit="query")):
         top = np.argsort(-sims[q], kind="stable")[:verified].tolist()  # first: argmax, the top-1
         others = [r for r in keypoints.vote(features, voted) if r not in top]
         fits = [(features.fit(gallery[c]), float(sims[q, c]), c) for c in [*top, *others]]
-        out["top1_inliers"][q], out["top1_coverage"][q] = fits[0][0].inliers, fits[0][0].coverage
         fitted, score, index = max(fits, key=lambda f: (f[0].inliers, f[1], f[2]))
-        out["index"][q], out["inliers"][q], out["coverage"][q] = index, fitted.inliers, fitted.coverage
-        out["score"][q] = score
+        for m in measures:
+            out[f"top1_{m}"][q], out[m][q] = getattr(fits[0][0], m), getattr(fitted, m)
+        out["index"][q], out["score"][q] = index, score
     return out
 
 
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     sims_pos, sims_neg = similarities(q_pos, gallery), similarities(q_neg, gallery)
     best_pos = sims_pos.argmax(1)
     score_pos, score_neg = sims_pos.max(1), sims_neg.max(1)
-    features = [extract(im) for im in tqdm(gallery_images, desc="keypoints", unit="image")]
+    # As the service stores them: the picture for agreement at its stored size.
+    features = [extract(im).as_reference() for im in tqdm(gallery_images, desc="keypoints", unit="image")]
     keypoints = KeypointIndex.built([KeypointChunk(np.arange(len(features)), [f.encode() for f in features])],
                                     len(features))
     f_pos, f_neg = query_features(positives, settings), query_features(negatives, settings)
@@ -183,10 +185,12 @@ def main(argv: list[str] | None = None) -> None:
               "margin_neg": score_neg - bg.scores(q_neg), "correct": best_pos == np.array(truth),
               "inliers_pos": alt_pos["top1_inliers"], "inliers_neg": alt_neg["top1_inliers"],
               "coverage_pos": alt_pos["top1_coverage"], "coverage_neg": alt_neg["top1_coverage"],
+              "agreement_pos": alt_pos["top1_agreement"], "agreement_neg": alt_neg["top1_agreement"],
               # The best-verified candidate: how far below the top-1 it scores, its inliers.
               "alt_drop_pos": score_pos - alt_pos["score"], "alt_drop_neg": score_neg - alt_neg["score"],
               "alt_inliers_pos": alt_pos["inliers"], "alt_inliers_neg": alt_neg["inliers"],
               "alt_coverage_pos": alt_pos["coverage"], "alt_coverage_neg": alt_neg["coverage"],
+              "alt_agreement_pos": alt_pos["agreement"], "alt_agreement_neg": alt_neg["agreement"],
               "alt_correct": alt_pos["index"] == np.array(truth)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.out.with_suffix(".scores.npz"), **scores)
@@ -209,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
 def redecide(out: Path, target_fpr: float, settings: Settings) -> None:
     """A new target on a finished calibration: its saved scores, no re-embedding."""
     bg = BackgroundSet.load(out)
-    scores = dict(np.load(out.with_suffix(".scores.npz")))  # older files lack coverage: clause off
+    scores = dict(np.load(out.with_suffix(".scores.npz")))  # older files lack coverage, agreement: clauses off
     bundle = ModelBundle.load(settings)
     decide(bg, scores, target_fpr, bundle.match_threshold)
     bg.save(out)

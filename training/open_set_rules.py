@@ -25,9 +25,10 @@ def margin_for(negative_margins: np.ndarray, target_fpr: float) -> float:
     return float(ordered[allowed] + 1e-4) if allowed < len(ordered) else float(ordered[-1])
 
 
-def coverage_or_zeros(coverage: np.ndarray | None, n: int) -> np.ndarray:
-    """Measured coverage, or zeros for scores saved before it was measured (clause off)."""
-    return coverage if coverage is not None else np.zeros(n, np.float32)
+def or_zeros(measured: np.ndarray | None, n: int) -> np.ndarray:
+    """Measured values (coverage, agreement), or zeros for scores saved before they were
+    measured: the clause that reads them then declares nothing."""
+    return measured if measured is not None else np.zeros(n, np.float32)
 
 
 WEIGHTS = np.round(np.arange(0.0, 1.01, 0.1), 1)
@@ -85,12 +86,15 @@ def decide(bg: BackgroundSet, scores: dict[str, np.ndarray], target_fpr: float, 
 INLIER_COUNTS = (8, 10, 12, 15, 20, 25, 30, 40, 50)
 #: Coverage thresholds tried for the verified clause (inf: clause off).
 COVERAGES = (float("inf"), 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2)
+#: Agreements tried for the agreement clause (``local_features.agreement``).
+AGREEMENTS = (0.85, 0.9, 0.93, 0.95, 0.97, 0.99)
 
 
 @dataclasses.dataclass(frozen=True)
 class Top1s:
     """What the decision rule sees of each calibration query's top-1: its margin, whether it
-    is right (positives), its keypoint inliers and their coverage of the query."""
+    is right (positives), its keypoint inliers, their coverage of the query and the pixels'
+    agreement."""
 
     pos: np.ndarray
     neg: np.ndarray
@@ -99,20 +103,25 @@ class Top1s:
     inliers_neg: np.ndarray
     coverage_pos: np.ndarray | None = None  # None: not measured (calibrations before it)
     coverage_neg: np.ndarray | None = None
+    agreement_pos: np.ndarray | None = None
+    agreement_neg: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for side in ("pos", "neg"):
-            coverage = coverage_or_zeros(getattr(self, f"coverage_{side}"), len(getattr(self, side)))
-            object.__setattr__(self, f"coverage_{side}", coverage)
+            for measure in ("coverage", "agreement"):
+                name = f"{measure}_{side}"
+                object.__setattr__(self, name, or_zeros(getattr(self, name), len(getattr(self, side))))
 
     @classmethod
     def of(cls, scores: dict[str, np.ndarray], pos: np.ndarray, neg: np.ndarray, correct: np.ndarray) -> Top1s:
         return cls(pos, neg, correct, scores["inliers_pos"], scores["inliers_neg"],
-                   scores.get("coverage_pos"), scores.get("coverage_neg"))
+                   scores.get("coverage_pos"), scores.get("coverage_neg"),
+                   scores.get("agreement_pos"), scores.get("agreement_neg"))
 
     def declared(self, bg: BackgroundSet, side: str) -> np.ndarray:
-        return np.array([bool(bg.decide(float(m), int(n), float(c))) for m, n, c in zip(
-            getattr(self, side), getattr(self, f"inliers_{side}"), getattr(self, f"coverage_{side}"))], bool)
+        return np.array([bool(bg.decide(float(m), int(n), float(c), float(a))) for m, n, c, a in zip(
+            getattr(self, side), getattr(self, f"inliers_{side}"), getattr(self, f"coverage_{side}"),
+            getattr(self, f"agreement_{side}"))], bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,12 +136,14 @@ class ServedTop1:
     correct: np.ndarray
     coverage_pos: np.ndarray | None = None
     coverage_neg: np.ndarray | None = None
+    agreement_pos: np.ndarray | None = None
+    agreement_neg: np.ndarray | None = None
 
     @classmethod
     def of(cls, scores: dict[str, np.ndarray]) -> ServedTop1:
         return cls(scores["alt_drop_pos"], scores["alt_drop_neg"], scores["alt_inliers_pos"],
                    scores["alt_inliers_neg"], scores["alt_correct"], scores.get("alt_coverage_pos"),
-                   scores.get("alt_coverage_neg"))
+                   scores.get("alt_coverage_neg"), scores.get("alt_agreement_pos"), scores.get("alt_agreement_neg"))
 
     def led(self, lead: int, top1s: Top1s) -> Top1s:
         """The top-1s the service serves (``candidates.rank``): a query's best-verified
@@ -140,67 +151,100 @@ class ServedTop1:
         top-1 by score elsewhere."""
         up_pos = self.inliers_pos >= np.maximum(top1s.inliers_pos, 0) + lead
         up_neg = self.inliers_neg >= np.maximum(top1s.inliers_neg, 0) + lead
-        cover_pos = coverage_or_zeros(self.coverage_pos, len(up_pos))
-        cover_neg = coverage_or_zeros(self.coverage_neg, len(up_neg))
+
+        def served(side: str, measure: str) -> np.ndarray:
+            up = up_pos if side == "pos" else up_neg
+            return np.where(up, or_zeros(getattr(self, f"{measure}_{side}"), len(up)),
+                            getattr(top1s, f"{measure}_{side}"))
+
         return Top1s(top1s.pos - np.where(up_pos, self.drop_pos, 0), top1s.neg - np.where(up_neg, self.drop_neg, 0),
                      np.where(up_pos, self.correct, top1s.correct),
-                     np.where(up_pos, self.inliers_pos, top1s.inliers_pos),
-                     np.where(up_neg, self.inliers_neg, top1s.inliers_neg),
-                     np.where(up_pos, cover_pos, top1s.coverage_pos), np.where(up_neg, cover_neg, top1s.coverage_neg))
+                     *(served(side, m) for m in ("inliers", "coverage", "agreement") for side in ("pos", "neg")))
 
 
 def choose_verification(bg: BackgroundSet, top1s: Top1s, target_fpr: float) -> None:
-    """Margin, inlier count, verified margin and coverage together: for each count in
-    ``INLIER_COUNTS``, verified margin among the negatives' margin quantiles (0, 5%, ...,
-    95%) and coverage in ``COVERAGES``, the smallest margin that keeps both ways to a match
-    within ``target_fpr`` of the negatives, and the right positives each rule declares.
-    When the data barely tell rules apart, the one that carries to unseen images is kept,
-    as for the weight: the coverage clause only when the best rule with it declares more
-    than the best without it by over one standard error; then the largest count within one
-    standard error of the best (a higher count asks more evidence); the margin alone unless
-    that rule beats it. ``top1s``: those the service serves (``ServedTop1.led``)."""
+    """Margin, inlier count, verified margin, coverage and the agreement clause together:
+    for each verified clause (off, or a count in ``INLIER_COUNTS``, a verified margin among
+    the negatives' margin quantiles (0, 5%, ...) and a coverage in ``COVERAGES``) and
+    agreement clause (off, or a count of ``INLIER_COUNTS`` with an agreement of
+    ``AGREEMENTS``), but not both off, the smallest margin that keeps
+    every way to a match within ``target_fpr`` of the negatives, and the right positives
+    each rule declares. When the data barely tell rules apart, the one that carries to
+    unseen images is kept, as for the weight: a clause (agreement, then coverage) only when
+    the best rule with it declares more than the best without it by over one standard
+    error; then, of the rules within one standard error of the best, the largest count
+    (a higher count asks more evidence), then the largest count and agreement of the
+    agreement clause; the margin alone unless that rule beats it. ``top1s``: those the
+    service serves (``ServedTop1.led``)."""
     allowed = int(np.floor(target_fpr * len(top1s.neg)))
     margin_only_margin = bg.match_margin
     margin_only = float(((top1s.pos >= bg.match_margin) & top1s.correct).mean())
-    found: dict[tuple[bool, int], tuple[float, int, float, float, float]] = {}  # (clause, count): best rule
+    # Agreement clauses (count, agreement, negatives declared, positives declared); first: off.
+    dense = [(0, float("inf"), np.zeros(len(top1s.neg), bool), np.zeros(len(top1s.pos), bool))]
     for count in INLIER_COUNTS:
-        for verify_margin in np.unique(np.quantile(top1s.neg, np.arange(0.0, 1.0, 0.05))):
-            for coverage in COVERAGES:
-                verified = (top1s.inliers_neg >= count) & (
-                    (top1s.neg >= verify_margin) | (top1s.coverage_neg >= coverage))
-                left = allowed - int(verified.sum())
-                if left < 0:
-                    continue
-                rest = np.sort(top1s.neg[~verified])[::-1]
-                margin = float(rest[left] + 1e-4) if left < len(rest) else float(rest[-1])
-                declared = (top1s.pos >= margin) | ((top1s.inliers_pos >= count) & (
-                    (top1s.pos >= verify_margin) | (top1s.coverage_pos >= coverage)))
-                rate = float((declared & top1s.correct).mean())
-                slot = (not np.isinf(coverage), count)
-                if slot not in found or rate > found[slot][0]:
-                    found[slot] = (rate, count, float(verify_margin), margin, float(coverage))
+        for agreement in AGREEMENTS:
+            neg = (top1s.inliers_neg >= count) & (top1s.agreement_neg >= agreement)
+            if neg.sum() <= allowed:
+                dense.append((count, agreement, neg, (top1s.inliers_pos >= count) & (top1s.agreement_pos >= agreement)))
+    Rule = tuple[float, int, float, float, float, int, float]  # rate, count, v. margin, margin, coverage, dense
+    # The best rule by (agreement clause on, coverage clause on, count, agreement clause).
+    found: dict[tuple[bool, bool, int, int, float], Rule] = {}
+    # Verified clauses (count, verified margin, coverage); first: off (the agreement clause alone).
+    verified = [(0, float("inf"), float("inf"))] + [
+        (count, float(verify_margin), coverage) for count in INLIER_COUNTS
+        for verify_margin in np.unique(np.quantile(top1s.neg, np.arange(0.0, 1.0, 0.05))) for coverage in COVERAGES]
+    for count, verify_margin, coverage in verified:
+        verified_neg = (top1s.inliers_neg >= count) & ((top1s.neg >= verify_margin) | (top1s.coverage_neg >= coverage))
+        verified_pos = (top1s.inliers_pos >= count) & ((top1s.pos >= verify_margin) | (top1s.coverage_pos >= coverage))
+        for dense_count, agreement, dense_neg, dense_pos in dense:
+            taken = verified_neg | dense_neg
+            left = allowed - int(taken.sum())
+            if left < 0 or not (count or dense_count):
+                continue
+            rest = np.sort(top1s.neg[~taken])[::-1]
+            margin = float(rest[left] + 1e-4) if left < len(rest) else float(rest[-1])
+            declared = (top1s.pos >= margin) | verified_pos | dense_pos
+            rate = float((declared & top1s.correct).mean())
+            slot = (bool(dense_count), not np.isinf(coverage), count, dense_count, agreement)
+            if slot not in found or rate > found[slot][0]:
+                found[slot] = (rate, count, verify_margin, margin, coverage, dense_count, agreement)
 
     def error(rate: float) -> float:
         return float(np.sqrt(rate * (1 - rate) / len(top1s.pos)))
 
-    best = {clause: max((r[0] for (c, _), r in found.items() if c == clause), default=0.0) for clause in (False, True)}
-    clause = best[True] > best[False] + error(best[False])
-    steady = max((r for (c, _), r in found.items() if c == clause and r[0] >= best[clause] - error(best[clause])),
-                 key=lambda r: r[1], default=None)
+    def best(**fixed: bool) -> float:
+        keys = ("dense", "clause")
+        return max((r[0] for slot, r in found.items()
+                    if all(slot[keys.index(k)] == v for k, v in fixed.items())), default=0.0)
+
+    with_dense = best(dense=True) > best(dense=False) + error(best(dense=False))
+    clause = best(dense=with_dense, clause=True) > best(dense=with_dense, clause=False) + error(
+        best(dense=with_dense, clause=False))
+    top = best(dense=with_dense, clause=clause)
+    steady = max((r for slot, r in found.items() if slot[:2] == (with_dense, clause) and r[0] >= top - error(top)),
+                 key=lambda r: (r[1], r[5], r[6]), default=None)
     chosen = steady if steady is not None and steady[0] > margin_only else \
-        (margin_only, 0, 0.0, bg.match_margin, float("inf"))
-    rate, count, verify_margin, margin, coverage = chosen
+        (margin_only, 0, 0.0, bg.match_margin, float("inf"), 0, float("inf"))
+    rate, count, verify_margin, margin, coverage, dense_count, agreement = chosen
     bg.verify_inliers, bg.verify_margin, bg.match_margin, bg.verify_coverage = count, verify_margin, margin, coverage
+    bg.dense_inliers, bg.dense_agreement = dense_count, agreement
     bg.calibration.update({
         "verify_inliers": count, "verify_margin": verify_margin, "verify_coverage": coverage, "match_margin": margin,
+        "dense_inliers": dense_count, "dense_agreement": agreement,
         "margin alone": margin_only_margin,
         "verified: false-match rate": float(top1s.declared(bg, "neg").mean()),
         "verified: correct positives declared": rate,
         "margin alone: correct positives declared": margin_only,
-        "without a coverage clause: correct positives declared": best[False],
+        "without an agreement clause: correct positives declared": best(dense=False),
+        "without a coverage clause: correct positives declared": best(dense=with_dense, clause=False),
         "inliers, correct positives median / negatives p95": [
             float(np.median(top1s.inliers_pos[top1s.correct])) if top1s.correct.any() else float("nan"),
             float(np.quantile(top1s.inliers_neg, 0.95))],
+        "agreement of fits with 8+ inliers, correct positives median / negatives p95": [
+            float(np.median(top1s.agreement_pos[top1s.correct & (top1s.inliers_pos >= 8)]))
+            if (top1s.correct & (top1s.inliers_pos >= 8)).any() else float("nan"),
+            float(np.quantile(top1s.agreement_neg[top1s.inliers_neg >= 8], 0.95))
+            if (top1s.inliers_neg >= 8).any() else float("nan")],
     })
 
 

@@ -135,11 +135,13 @@ class IndexFeed:
     # -- the keypoint index's reads: same watermark, same change log ---------------------
 
     @contextlib.contextmanager
-    def keypoint_snapshot(self, model_version: str) -> Iterator[tuple[Snapshot, int, Iterator[KeypointChunk]]]:
+    def keypoint_snapshot(self, model_version: str, prefix: int | None = None
+                          ) -> Iterator[tuple[Snapshot, int, Iterator[KeypointChunk]]]:
         """(the snapshot's place in the change log, how many references it holds keypoints of,
         their keypoints in chunks) for the references that have a vector of this model, in one
         transaction: the keypoint index's build then follows the change log from the same point
-        as a vector index build would."""
+        as a vector index build would. ``prefix``: only each row's first bytes (the keypoint
+        index reads the descriptors, not the picture stored after them)."""
         with self.store.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="REPEATABLE READ", stream_results=True,
                                           yield_per=CHUNK)
@@ -149,21 +151,22 @@ class IndexFeed:
                     embeddings.c.reference_id == local_features.c.reference_id,
                     embeddings.c.model_version == model_version).exists()
                 count = conn.execute(select(func.count()).select_from(local_features).where(served)).scalar_one()
-                result = conn.execute(select(local_features.c.reference_id, local_features.c.data).where(served))
+                result = conn.execute(select(local_features.c.reference_id, _data(prefix)).where(served))
                 yield start, int(count), (
                     KeypointChunk(np.fromiter((r[0] for r in rows), np.int64, len(rows)), [bytes(r[1]) for r in rows])
                     for rows in result.partitions(CHUNK))
 
     @reported
-    def keypoint_changes(self, model_version: str, since: Snapshot) -> tuple[Snapshot, KeypointChunk]:
+    def keypoint_changes(self, model_version: str, since: Snapshot,
+                         prefix: int | None = None) -> tuple[Snapshot, KeypointChunk]:
         """The next read's snapshot, and the keypoints of the references whose vectors were
-        added since ``since`` (those that still exist)."""
+        added since ``since`` (those that still exist); ``prefix`` as ``keypoint_snapshot``."""
         with self.store.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
                 snapshot, fresh = _fresh_changes(conn, model_version, since)
                 found = _added(conn, fresh, lambda ids: (
-                    select(local_features.c.reference_id, local_features.c.data)
+                    select(local_features.c.reference_id, _data(prefix))
                     .where(local_features.c.reference_id.in_(
                         select(embeddings.c.reference_id).where(embeddings.c.id.in_(ids))))))
         chunk = KeypointChunk(np.array([r[0] for r in found], np.int64), [bytes(r[1]) for r in found])
@@ -175,3 +178,8 @@ class IndexFeed:
         with self.store.engine.begin() as conn:
             return conn.execute(text("DELETE FROM index_changes WHERE created_at < now() - make_interval(secs => :s)"),
                                 {"s": older_than_s}).rowcount
+
+
+def _data(prefix: int | None):
+    """The ``local_features.data`` column, or its first ``prefix`` bytes (read in the server)."""
+    return local_features.c.data if prefix is None else func.substring(local_features.c.data, 1, prefix)

@@ -1,11 +1,20 @@
 """Keypoints and geometric verification on real photographs (scikit-image samples)."""
 
+import struct
+
 import numpy as np
 import pytest
 import skimage.data
 from PIL import Image, ImageOps
 
-from origin_id.indexer.local_features import LocalFeatures, QueryFeatures, extract, inliers
+from origin_id.indexer.local_features import (
+    PICTURE_SIDE,
+    STORED_KEYPOINTS_BYTES,
+    LocalFeatures,
+    QueryFeatures,
+    extract,
+    inliers,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +40,27 @@ def test_features_round_trip_through_their_stored_form(photos):
     np.testing.assert_array_equal(back.descriptors, features.descriptors)
     np.testing.assert_allclose(back.points, features.points, atol=0.25)  # float16 at <= 512 px
     assert back.side == features.side
+
+
+def test_a_reference_stores_its_picture_small_and_older_rows_still_read(photos):
+    features = extract(photos["rocket"])  # 640 x 427, analysed at 512 x 342
+    assert features.picture.shape == (342, 512)
+    back = LocalFeatures.decode(features.encode())
+    assert back.picture.shape == (86, PICTURE_SIDE)  # 342 * 128 / 512 = 85.5
+    np.testing.assert_array_equal(back.picture, features.as_reference().picture)
+    # The keypoint index reads the descriptors alone: a row's first bytes are enough.
+    prefix = LocalFeatures.decode(features.encode()[:STORED_KEYPOINTS_BYTES], keypoints_only=True)
+    assert prefix.picture is None and len(prefix) == len(features)
+    with pytest.raises(ValueError, match="need"):
+        LocalFeatures.decode(features.encode()[:6 + 36 * len(features) - 1], keypoints_only=True)
+    # Format 1 (before pictures): header, points, descriptors. Read; its fits have no agreement.
+    n = len(features)
+    old = (struct.pack("<HHH", 1, n, features.side) + features.points.astype("<f2").tobytes()
+           + features.descriptors.tobytes())
+    legacy = LocalFeatures.decode(old)
+    assert legacy.picture is None and len(legacy) == n
+    fitted = QueryFeatures.of(photos["rocket"].resize((320, 213))).fit(legacy)
+    assert fitted.inliers >= 40 and fitted.agreement == 0.0
 
 
 def test_stored_form_is_checked_not_trusted(photos):
@@ -68,6 +98,32 @@ def test_a_copy_covers_the_query_where_a_shared_part_does_not(photos):
     assert part.inliers >= 15 and part.coverage < 0.1, part
     assert extract(composite).area == 512 * 341  # coverage is of the analysed copy's area
     assert LocalFeatures.decode(extract(origin).encode()).area == 0  # stored references do not keep it
+
+
+def test_a_copy_agrees_with_its_origin_where_a_shared_part_does_not(photos):
+    """Laid on its origin by the fitted transform, a crop agrees with it pixel for pixel,
+    through a change of brightness and contrast, a grey conversion or a downscale; the photo
+    that carries a part of the astronaut fits her by inliers inside the part and disagrees
+    everywhere else. A padded, tilted copy lies between: its padding disagrees with the
+    origin's pixels beneath it. All through the stored (small) picture, as the service
+    compares."""
+    from PIL import ImageEnhance
+
+    origin = photos["astronaut"]
+    stored = LocalFeatures.decode(extract(origin).encode())
+    w, h = origin.size
+    crop = origin.crop((int(0.3 * w), int(0.1 * h), int(0.9 * w), int(0.7 * h)))
+    graded = ImageEnhance.Contrast(ImageEnhance.Brightness(crop).enhance(1.3)).enhance(0.7)
+    for copy in (crop, graded, crop.convert("L"), crop.resize((120, 120))):
+        fitted = QueryFeatures.of(copy).fit(stored)
+        assert fitted.inliers >= 40 and fitted.agreement >= 0.95, fitted
+    composite = photos["coffee"].copy()
+    composite.paste(origin.crop((int(0.25 * w), int(0.05 * h), int(0.65 * w), int(0.45 * h))).resize((164, 164)),
+                    (20, 20))
+    part = QueryFeatures.of(composite).fit(stored)
+    assert part.inliers >= 15 and part.agreement < 0.7, part
+    padded = QueryFeatures.of(crop_and_tilt(origin)).fit(stored)
+    assert padded.inliers >= 60 and part.agreement < padded.agreement < 0.95, padded
 
 
 def test_a_mirrored_copy_is_verified_through_the_mirrored_query(photos):

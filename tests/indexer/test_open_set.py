@@ -67,7 +67,12 @@ def test_a_background_set_round_trips_and_refuses_a_k_it_cannot_hold(tmp_path):
     from safetensors.numpy import save_file
     save_file({"vectors": vectors.astype(np.float16)}, str(tmp_path / "old.safetensors"), metadata={
         "model_version": "id2-x", "k": "3", "match_margin": "0.5", "verify_inliers": "15", "verify_margin": "0.25"})
-    assert BackgroundSet.load(tmp_path / "old.safetensors").verify_coverage == float("inf")
+    old = BackgroundSet.load(tmp_path / "old.safetensors")
+    assert old.verify_coverage == float("inf") and (old.dense_inliers, old.dense_agreement) == (0, float("inf"))
+    BackgroundSet(vectors, "id2-x", k=3, verify_inliers=40, dense_inliers=15,
+                  dense_agreement=0.93).save(tmp_path / "d.safetensors")
+    back = BackgroundSet.load(tmp_path / "d.safetensors")
+    assert (back.dense_inliers, back.dense_agreement) == (15, 0.93)
 
 
 def test_a_match_is_a_high_margin_or_a_verified_moderate_one():
@@ -88,6 +93,16 @@ def test_a_verified_match_at_a_low_margin_needs_its_inliers_to_cover_the_query()
     assert not bg.decide(0.05, 40, coverage=0.34)  # a shared part: fitted inside the part only
     assert not bg.decide(0.05, 14, coverage=0.9)  # too few inliers, whatever they cover
     assert bg.decide(0.3, 15, coverage=0.0) == "verified"  # the verified margin still declares alone
+
+
+def test_few_inliers_declare_when_the_pixels_agree():
+    bg = BackgroundSet(unit(np.eye(4)), "m", k=1, match_margin=0.6, verify_inliers=40, verify_margin=0.3,
+                       dense_inliers=15, dense_agreement=0.95)
+    assert bg.decide(0.05, 15, agreement=0.95) == "verified"  # a crop of a drawing: 15 inliers, pixels agree
+    assert not bg.decide(0.05, 15, agreement=0.94)  # a shared part: the pixels elsewhere differ
+    assert not bg.decide(0.05, 14, agreement=1.0)  # too few inliers, however alike (flat pictures agree)
+    assert not BackgroundSet(unit(np.eye(4)), "m", k=1, match_margin=0.6, verify_inliers=40, verify_margin=0.3,
+                             dense_agreement=0.5).decide(0.05, 400, agreement=1.0)  # no count: clause off
 
 
 def test_the_bundle_refuses_a_background_set_of_other_weights(tmp_path, bundle):

@@ -109,7 +109,8 @@ def test_keypoints_verify_a_tilted_crop_and_the_calibrated_rule_declares_it(sett
                                                                             reference_images):
     """References are stored with their keypoints; a tilted crop of one fits its origin with
     many inliers and the other references with few; a background set calibrated for
-    verification declares it a match by them where its margin alone would not; a reference
+    verification declares it a match by them (or by their coverage, or by the pixels they
+    lay on each other) where its margin alone would not; a reference
     stored without keypoints is left unverified (-1) and decided by its score."""
     import dataclasses
 
@@ -140,6 +141,16 @@ def test_keypoints_verify_a_tilted_crop_and_the_calibrated_rule_declares_it(sett
         assert origin.identify(query, top_k=3).match_basis == "verified"
         origin.bundle = dataclasses.replace(bundle, background=dataclasses.replace(by_cover,
                                                                                    verify_coverage=coverage + 0.01))
+        assert not origin.identify(query, top_k=3).match
+        # Declared by the pixels' agreement alone (the verified clause off), and not when it
+        # asks for more (the stored picture is the reference's, warped onto the crop).
+        agreement = verified.candidates[0].agreement
+        assert 0.5 < agreement <= 1.0, agreement
+        by_pixels = dataclasses.replace(strict, verify_inliers=0, dense_inliers=20, dense_agreement=agreement)
+        origin.bundle = dataclasses.replace(bundle, background=by_pixels)
+        assert origin.identify(query, top_k=3).match_basis == "verified"
+        origin.bundle = dataclasses.replace(bundle, background=dataclasses.replace(by_pixels,
+                                                                                   dense_agreement=agreement + 0.01))
         assert not origin.identify(query, top_k=3).match
         origin.bundle = dataclasses.replace(bundle, background=strict)
         unrelated = origin.identify(encode(procedural_image(77_000, size=320)), top_k=3)

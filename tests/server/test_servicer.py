@@ -66,6 +66,7 @@ def test_edited_copies_are_traced_to_their_origin(client, images, reference_imag
     assert top.reference.source_uri == "https://example.org/4.jpg"
     # Verified by its keypoints: an exact copy fits its origin by many inliers across the query.
     assert top.inliers >= 100 and 0.2 < top.inlier_coverage <= 1.0, (top.inliers, top.inlier_coverage)
+    assert top.agreement > 0.95, top.agreement  # and its pixels agree with the stored picture
     assert reply.match_threshold > 0 and reply.query_width == reference_images[4].width
     # The decision is the margin over the background score (the raw score without a set).
     assert reply.match_score == pytest.approx(top.score - reply.background_score, abs=1e-5)

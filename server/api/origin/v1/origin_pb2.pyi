@@ -41,16 +41,18 @@ class Reference(_message.Message):
     def __init__(self, id: _Optional[int] = ..., collection: _Optional[str] = ..., external_id: _Optional[str] = ..., source_uri: _Optional[str] = ..., sha256: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("reference", "score", "inliers", "inlier_coverage")
+    __slots__ = ("reference", "score", "inliers", "inlier_coverage", "agreement")
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     INLIERS_FIELD_NUMBER: _ClassVar[int]
     INLIER_COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     reference: Reference
     score: float
     inliers: int
     inlier_coverage: float
-    def __init__(self, reference: _Optional[_Union[Reference, _Mapping]] = ..., score: _Optional[float] = ..., inliers: _Optional[int] = ..., inlier_coverage: _Optional[float] = ...) -> None: ...
+    agreement: float
+    def __init__(self, reference: _Optional[_Union[Reference, _Mapping]] = ..., score: _Optional[float] = ..., inliers: _Optional[int] = ..., inlier_coverage: _Optional[float] = ..., agreement: _Optional[float] = ...) -> None: ...
 
 class IdentifyOriginRequest(_message.Message):
     __slots__ = ("image", "top_k", "collection")
