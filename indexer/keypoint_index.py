@@ -35,12 +35,14 @@ import faiss
 import numpy as np
 
 from origin_id.indexer.local_features import (
+    BYTES_PER_KEYPOINT,
+    COUNT_OFFSET,
     DESCRIPTOR_BYTES,
-    STORED_KEYPOINTS_BYTES,
+    HEADER_BYTES,
     LocalFeatures,
     QueryFeatures,
 )
-from origin_id.indexer.store.feed import IndexFeed, KeypointChunk, Snapshot
+from origin_id.indexer.store.feed import CountedPrefix, IndexFeed, KeypointChunk, Snapshot
 from origin_id.models import compute
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,10 @@ NPROBE = 16
 GROWTH_REBUILD = 4.0
 #: Training points per inverted list (FAISS's k-means wants at least 39).
 TRAIN_PER_LIST = 40
+
+
+#: The stored keypoints' bytes up to the last descriptor: all this index reads of a row.
+_KEYPOINTS = CountedPrefix(HEADER_BYTES, COUNT_OFFSET, BYTES_PER_KEYPOINT)
 
 
 def _descriptors(data: bytes) -> np.ndarray | None:
@@ -177,7 +183,7 @@ class KeypointIndex:
         """A new index of every stored reference's keypoints, streamed from one snapshot and
         swapped in when ready; then the changes written meanwhile."""
         started = time.monotonic()
-        with feed.keypoint_snapshot(model_version, STORED_KEYPOINTS_BYTES) as (snapshot, references, chunks):
+        with feed.keypoint_snapshot(model_version, _KEYPOINTS) as (snapshot, references, chunks):
             staged = KeypointIndex.built(chunks, references)
         with self._lock, staged._lock:
             self._index, self._owners, self._known = staged._index, staged._owners, staged._known
@@ -220,7 +226,7 @@ class KeypointIndex:
         read; returns the references added."""
         with self._lock:
             since = self._snapshot
-        snapshot, chunk = feed.keypoint_changes(model_version, since, STORED_KEYPOINTS_BYTES)
+        snapshot, chunk = feed.keypoint_changes(model_version, since, _KEYPOINTS)
         added = self.add(chunk.reference_ids, chunk.data)
         with self._lock:
             self._snapshot = snapshot

@@ -40,6 +40,7 @@ import struct
 from dataclasses import dataclass, replace
 
 import cv2
+import faiss
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -63,8 +64,13 @@ FORMAT_VERSION = 2
 _HEADER = struct.Struct("<HHH")
 _PICTURE_HEADER = struct.Struct("<HH")
 DESCRIPTOR_BYTES = 32
-#: The stored form's bytes up to its last descriptor, at most: what ``decode(keypoints_only=True)`` needs.
-STORED_KEYPOINTS_BYTES = _HEADER.size + MAX_KEYPOINTS * (4 + DESCRIPTOR_BYTES)
+#: Where the stored form's keypoints end, for a reader of their bytes alone (the keypoint
+#: index, ``decode(keypoints_only=True)``): after the header, the keypoint count (a
+#: little-endian uint16 at ``COUNT_OFFSET``) times ``BYTES_PER_KEYPOINT``. ORB may return a
+#: few more than ``MAX_KEYPOINTS``, so no fixed length bounds them.
+HEADER_BYTES = _HEADER.size
+COUNT_OFFSET = 2
+BYTES_PER_KEYPOINT = 4 + DESCRIPTOR_BYTES
 
 # OpenCV's own thread pool would compete with the models' threads for the same cores;
 # one image's keypoints take a few milliseconds on one thread.
@@ -104,8 +110,8 @@ class LocalFeatures:
 
     @classmethod
     def decode(cls, data: bytes, keypoints_only: bool = False) -> LocalFeatures:
-        """``encode``'s bytes read back; ``keypoints_only``: the first ``STORED_KEYPOINTS_BYTES``
-        of them are enough, and the picture is not read (the keypoint index's rows)."""
+        """``encode``'s bytes read back; ``keypoints_only``: the bytes up to the last
+        descriptor are enough, and the picture is not read (the keypoint index's rows)."""
         if len(data) < _HEADER.size:
             raise ValueError(f"local features of {len(data)} bytes: shorter than their header")
         version, n, side = _HEADER.unpack_from(data)
@@ -201,18 +207,10 @@ def fit(query: LocalFeatures, reference: LocalFeatures) -> Fit:
     outside ``SCALE_RANGE`` counts nothing: no copy shrinks or grows its origin that much."""
     if len(query) < MIN_MATCHES or len(reference) < MIN_MATCHES:
         return Fit()
-    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query.descriptors, reference.descriptors, k=2)
-    closest: dict[int, cv2.DMatch] = {}
-    for p in pairs:
-        if len(p) == 2 and p[0].distance < RATIO * p[1].distance:
-            m = p[0]
-            if m.trainIdx not in closest or m.distance < closest[m.trainIdx].distance:
-                closest[m.trainIdx] = m
-    if len(closest) < MIN_MATCHES:
+    query_index, reference_index = matches(query.descriptors, reference.descriptors)
+    if len(query_index) < MIN_MATCHES:
         return Fit()
-    good = list(closest.values())
-    source = query.points[[m.queryIdx for m in good]]
-    target = reference.points[[m.trainIdx for m in good]]
+    source, target = query.points[query_index], reference.points[reference_index]
     cv2.setRNGSeed(0)  # RANSAC draws samples: the same pair always gets the same count
     transform, fitted = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC,
                                                     ransacReprojThreshold=0.01 * reference.side + 2.0)
@@ -224,6 +222,33 @@ def fit(query: LocalFeatures, reference: LocalFeatures) -> Fit:
     kept = source[fitted.ravel().astype(bool)]
     hull = cv2.contourArea(cv2.convexHull(kept)) if len(kept) >= 3 else 0.0
     return Fit(len(kept), min(1.0, hull / query.area) if query.area else 0.0, agreement(query, reference, transform))
+
+
+def matches(query: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Descriptor matches (query rows, reference rows) that pass Lowe's ratio test, each
+    reference descriptor once (its closest query descriptor; the earliest on a tie), in the
+    order of the first query descriptor that reached each: what OpenCV's brute-force
+    ``knnMatch`` and a loop over its pairs give, found by FAISS's exact binary search (a
+    fifth of the time per match)."""
+    index = faiss.IndexBinaryFlat(8 * DESCRIPTOR_BYTES)
+    index.add(np.ascontiguousarray(reference, np.uint8))
+    # On one thread: a search this small gains nothing from OpenMP, and each parallel region
+    # wakes the team the models share (measured: the fits 25 ms a query faster than
+    # OpenCV on one thread, 45 ms slower on two). The setting is the calling thread's own.
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        distances, nearest = index.search(np.ascontiguousarray(query, np.uint8), 2)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    passed = np.flatnonzero(distances[:, 0] < RATIO * distances[:, 1])
+    refs, dist = nearest[passed, 0], distances[passed, 0]
+    order = np.lexsort((passed, dist, refs))  # by reference row, then distance, then query row
+    starts = np.flatnonzero(np.r_[True, refs[order][1:] != refs[order][:-1]]) if len(order) else order
+    closest = order[starts]
+    first_reached = np.minimum.reduceat(passed[order], starts) if len(order) else starts
+    chosen = closest[np.argsort(first_reached, kind="stable")]
+    return passed[chosen], refs[chosen]
 
 
 def agreement(query: LocalFeatures, reference: LocalFeatures, transform: np.ndarray) -> float:

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import Connection, Row, func, select, text
+from sqlalchemy import Connection, Row, case, func, select, text
 
 from origin_id.indexer.store import vector_codec
 from origin_id.indexer.store.postgres import PostgresStore, reported
@@ -135,13 +135,13 @@ class IndexFeed:
     # -- the keypoint index's reads: same watermark, same change log ---------------------
 
     @contextlib.contextmanager
-    def keypoint_snapshot(self, model_version: str, prefix: int | None = None
+    def keypoint_snapshot(self, model_version: str, prefix: CountedPrefix | None = None
                           ) -> Iterator[tuple[Snapshot, int, Iterator[KeypointChunk]]]:
         """(the snapshot's place in the change log, how many references it holds keypoints of,
         their keypoints in chunks) for the references that have a vector of this model, in one
         transaction: the keypoint index's build then follows the change log from the same point
         as a vector index build would. ``prefix``: only each row's first bytes (the keypoint
-        index reads the descriptors, not the picture stored after them)."""
+        index reads the descriptors, not the picture stored after them), cut in the server."""
         with self.store.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="REPEATABLE READ", stream_results=True,
                                           yield_per=CHUNK)
@@ -158,7 +158,7 @@ class IndexFeed:
 
     @reported
     def keypoint_changes(self, model_version: str, since: Snapshot,
-                         prefix: int | None = None) -> tuple[Snapshot, KeypointChunk]:
+                         prefix: CountedPrefix | None = None) -> tuple[Snapshot, KeypointChunk]:
         """The next read's snapshot, and the keypoints of the references whose vectors were
         added since ``since`` (those that still exist); ``prefix`` as ``keypoint_snapshot``."""
         with self.store.engine.connect() as conn:
@@ -180,6 +180,23 @@ class IndexFeed:
                                 {"s": older_than_s}).rowcount
 
 
-def _data(prefix: int | None):
-    """The ``local_features.data`` column, or its first ``prefix`` bytes (read in the server)."""
-    return local_features.c.data if prefix is None else func.substring(local_features.c.data, 1, prefix)
+@dataclass(frozen=True)
+class CountedPrefix:
+    """The first bytes of a row whose length the row says: ``header`` bytes, then ``count``
+    items of ``item`` bytes each, ``count`` a little-endian uint16 at byte ``count_at``.
+    The store knows no more of the format than that."""
+
+    header: int
+    count_at: int
+    item: int
+
+
+def _data(prefix: CountedPrefix | None):
+    """The ``local_features.data`` column, or its ``prefix`` (rows shorter than the header
+    whole: their reader refuses them)."""
+    data = local_features.c.data
+    if prefix is None:
+        return data
+    count = func.get_byte(data, prefix.count_at) + 256 * func.get_byte(data, prefix.count_at + 1)
+    cut = func.substring(data, 1, prefix.header + count * prefix.item)
+    return case((func.octet_length(data) >= prefix.header, cut), else_=data)

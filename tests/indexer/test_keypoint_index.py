@@ -102,3 +102,34 @@ def test_sync_adds_another_writers_references_and_a_build_drops_deleted_ones(ori
     origin.keypoints.rebuild(origin.feed, bundle.version)
     assert len(origin.keypoints) == 6
     assert mine[0].id not in origin.keypoints.vote(QueryFeatures.of(crop_and_tilt(reference_images[0])), 10)
+
+
+def test_a_build_reads_each_row_up_to_its_last_descriptor_whatever_its_count(origin, images):
+    """ORB may return a few more keypoints than asked, and rows of format 1 have no picture:
+    the store cuts each row where the row says its descriptors end, so every reference is
+    indexed whole, and the picture stored after them is never read."""
+    import struct
+
+    from sqlalchemy import text
+
+    refs = [o.reference for o in origin.pipeline.run(IngestItem.from_bytes(d) for d in images[:3])]
+    rng = np.random.default_rng(0)
+
+    def points(n):
+        return rng.uniform(0, 500, (n, 2)).astype(np.float32), rng.integers(0, 256, (n, 32), dtype=np.uint8)
+
+    many = LocalFeatures(*points(600), 512, picture=np.full((128, 96), 7, np.uint8)).encode()
+    legacy_points, legacy_descriptors = points(520)
+    legacy = (struct.pack("<HHH", 1, 520, 512) + legacy_points.astype("<f2").tobytes()
+              + legacy_descriptors.tobytes())
+    with origin.store.engine.begin() as conn:
+        conn.execute(text("UPDATE local_features SET data = :d WHERE reference_id = :r"),
+                     [{"d": many, "r": refs[0].id}, {"d": legacy, "r": refs[1].id}])
+    third = len(LocalFeatures.decode(origin.store.local_features_of([refs[2].id])[refs[2].id]))
+    index = KeypointIndex()
+    index.rebuild(origin.feed, origin.bundle.version)
+    assert len(index) == 3 and index.descriptors == 600 + 520 + third
+    with origin.feed.keypoint_snapshot(origin.bundle.version, keypoint_index._KEYPOINTS) as (_, count, chunks):
+        rows = {int(r): d for c in chunks for r, d in zip(c.reference_ids, c.data, strict=True)}
+    assert count == 3 and len(rows[refs[0].id]) == 6 + 600 * 36 < len(many)
+    assert rows[refs[1].id] == legacy

@@ -9,11 +9,11 @@ from PIL import Image, ImageOps
 
 from origin_id.indexer.local_features import (
     PICTURE_SIDE,
-    STORED_KEYPOINTS_BYTES,
     LocalFeatures,
     QueryFeatures,
     extract,
     inliers,
+    matches,
 )
 
 
@@ -48,8 +48,8 @@ def test_a_reference_stores_its_picture_small_and_older_rows_still_read(photos):
     back = LocalFeatures.decode(features.encode())
     assert back.picture.shape == (86, PICTURE_SIDE)  # 342 * 128 / 512 = 85.5
     np.testing.assert_array_equal(back.picture, features.as_reference().picture)
-    # The keypoint index reads the descriptors alone: a row's first bytes are enough.
-    prefix = LocalFeatures.decode(features.encode()[:STORED_KEYPOINTS_BYTES], keypoints_only=True)
+    # The keypoint index reads the descriptors alone: a row's bytes up to them are enough.
+    prefix = LocalFeatures.decode(features.encode()[:6 + 36 * len(features)], keypoints_only=True)
     assert prefix.picture is None and len(prefix) == len(features)
     with pytest.raises(ValueError, match="need"):
         LocalFeatures.decode(features.encode()[:6 + 36 * len(features) - 1], keypoints_only=True)
@@ -124,6 +124,30 @@ def test_a_copy_agrees_with_its_origin_where_a_shared_part_does_not(photos):
     assert part.inliers >= 15 and part.agreement < 0.7, part
     padded = QueryFeatures.of(crop_and_tilt(origin)).fit(stored)
     assert padded.inliers >= 60 and part.agreement < padded.agreement < 0.95, padded
+
+
+def test_matches_are_opencv_brute_force_matches_after_the_ratio_test(photos):
+    """FAISS finds them (a fourth of the time); they are the very pairs, in the very order,
+    that OpenCV's ``knnMatch`` and a loop keeping each reference keypoint's closest give, so
+    RANSAC draws the same samples."""
+    import cv2
+
+    from origin_id.indexer.local_features import RATIO
+
+    def brute_force(q, r):
+        closest = {}
+        for p in cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(q, r, k=2):
+            passes = len(p) == 2 and p[0].distance < RATIO * p[1].distance
+            if passes and (p[0].trainIdx not in closest or p[0].distance < closest[p[0].trainIdx].distance):
+                closest[p[0].trainIdx] = p[0]
+        return [m.queryIdx for m in closest.values()], [m.trainIdx for m in closest.values()]
+
+    features = [extract(im) for im in photos.values()] + [extract(crop_and_tilt(photos["astronaut"]))]
+    for q in features:
+        for r in features:
+            found = matches(q.descriptors, r.descriptors)
+            assert (found[0].tolist(), found[1].tolist()) == brute_force(q.descriptors, r.descriptors)
+    assert len(matches(features[-1].descriptors, features[0].descriptors)[0]) >= 60
 
 
 def test_a_mirrored_copy_is_verified_through_the_mirrored_query(photos):
