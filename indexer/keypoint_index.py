@@ -55,8 +55,9 @@ MAX_DISTANCE = 64
 NEIGHBOURS = 4
 #: Up to this many descriptors are scanned exactly; more are split into inverted lists.
 FLAT_LIMIT = 100_000
-#: Inverted lists scanned per lookup.
-NPROBE = 16
+#: Inverted lists scanned per lookup: a copy's descriptors lie close to its origin's, in the
+#: lists nearest them, so a few suffice (8 against 16: docs/evaluation.md).
+NPROBE = 8
 #: An inverted-list index is rebuilt once it holds this many times what it was trained for.
 GROWTH_REBUILD = 4.0
 #: Training points per inverted list (FAISS's k-means wants at least 39).
