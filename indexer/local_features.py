@@ -228,13 +228,13 @@ def matches(query: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.nd
     """Descriptor matches (query rows, reference rows) that pass Lowe's ratio test, each
     reference descriptor once (its closest query descriptor; the earliest on a tie), in the
     order of the first query descriptor that reached each: what OpenCV's brute-force
-    ``knnMatch`` and a loop over its pairs give, found by FAISS's exact binary search (a
-    fifth of the time per match)."""
+    ``knnMatch`` and a loop over its pairs give, found by FAISS's exact binary search and
+    array operations (no Python loop over the pairs)."""
     index = faiss.IndexBinaryFlat(8 * DESCRIPTOR_BYTES)
     index.add(np.ascontiguousarray(reference, np.uint8))
     # On one thread: a search this small gains nothing from OpenMP, and each parallel region
-    # wakes the team the models share (measured: the fits 25 ms a query faster than
-    # OpenCV on one thread, 45 ms slower on two). The setting is the calling thread's own.
+    # wakes the team of threads the models share, which costs more than the search (see
+    # docs/evaluation.md). The setting is the calling thread's own, restored after.
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
