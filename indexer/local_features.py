@@ -184,8 +184,12 @@ class QueryFeatures:
 
     def fit(self, reference: LocalFeatures) -> Fit:
         """The views' best ``fit`` against ``reference`` (most inliers; its coverage is of
-        that view: the picture inside a post is covered as the picture, not as the post)."""
-        return max(fit(v, reference) for v in self.views)
+        that view: the picture inside a post is covered as the picture, not as the post).
+        The pixels' agreement is measured for the best views only (it only breaks their
+        ties), not for every view of every candidate."""
+        fits = [(view, *_geometric_fit(view, reference)) for view in self.views]
+        best = max(fitted for _, fitted, _ in fits)
+        return max(_agreed(fitted, transform, view, reference) for view, fitted, transform in fits if fitted == best)
 
     def inliers(self, reference: LocalFeatures) -> int:
         return self.fit(reference).inliers
@@ -193,35 +197,46 @@ class QueryFeatures:
 
 def inliers(query: LocalFeatures, reference: LocalFeatures) -> int:
     """``fit``'s inlier count alone."""
-    return fit(query, reference).inliers
+    return _geometric_fit(query, reference)[0].inliers
 
 
 def fit(query: LocalFeatures, reference: LocalFeatures) -> Fit:
     """How many of the query's keypoints match the reference's and agree on one similarity
-    transform (RANSAC, a tolerance of 1% of the reference's side + 2 pixels), and how much
-    of the query they cover; no fit when too few match to fit one, or when it is degenerate.
+    transform (RANSAC, a tolerance of 1% of the reference's side + 2 pixels), how much of
+    the query they cover, and how well the pixels agree under it (``agreement``); no fit
+    when too few match to fit one, or when it is degenerate.
 
     Each reference keypoint counts once (its closest match): an image with a handful of
     keypoints would otherwise collect many query points on each, and a transform that
     shrinks the query onto them fits them all. For the same reason a fit whose scale is
     outside ``SCALE_RANGE`` counts nothing: no copy shrinks or grows its origin that much."""
+    return _agreed(*_geometric_fit(query, reference), query=query, reference=reference)
+
+
+def _agreed(fitted: Fit, transform: np.ndarray | None, query: LocalFeatures, reference: LocalFeatures) -> Fit:
+    """``fitted`` with the pixels' agreement under its ``transform`` (none: no fit, no agreement)."""
+    return replace(fitted, agreement=agreement(query, reference, transform)) if transform is not None else fitted
+
+
+def _geometric_fit(query: LocalFeatures, reference: LocalFeatures) -> tuple[Fit, np.ndarray | None]:
+    """``fit`` without the agreement, and the fitted transform (None: no fit)."""
     if len(query) < MIN_MATCHES or len(reference) < MIN_MATCHES:
-        return Fit()
+        return Fit(), None
     query_index, reference_index = matches(query.descriptors, reference.descriptors)
     if len(query_index) < MIN_MATCHES:
-        return Fit()
+        return Fit(), None
     source, target = query.points[query_index], reference.points[reference_index]
     cv2.setRNGSeed(0)  # RANSAC draws samples: the same pair always gets the same count
     transform, fitted = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC,
                                                     ransacReprojThreshold=0.01 * reference.side + 2.0)
     if transform is None or fitted is None:
-        return Fit()
+        return Fit(), None
     scale = float(np.hypot(transform[0, 0], transform[1, 0]))
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
-        return Fit()
+        return Fit(), None
     kept = source[fitted.ravel().astype(bool)]
     hull = cv2.contourArea(cv2.convexHull(kept)) if len(kept) >= 3 else 0.0
-    return Fit(len(kept), min(1.0, hull / query.area) if query.area else 0.0, agreement(query, reference, transform))
+    return Fit(len(kept), min(1.0, hull / query.area) if query.area else 0.0), transform
 
 
 def matches(query: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
