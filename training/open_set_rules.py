@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -88,6 +89,26 @@ INLIER_COUNTS = (8, 10, 12, 15, 20, 25, 30, 40, 50)
 COVERAGES = (float("inf"), 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2)
 #: Agreements tried for the agreement clause (``local_features.agreement``).
 AGREEMENTS = (0.85, 0.9, 0.93, 0.95, 0.97, 0.99)
+
+
+class Rule(NamedTuple):
+    """A decision rule ``choose_verification`` weighs, with the right positives it declares."""
+
+    rate: float
+    count: int  # verified clause: inliers (0: off), margin, coverage (inf: no coverage clause)
+    verify_margin: float
+    margin: float
+    coverage: float
+    dense_count: int  # agreement clause: inliers (0: off) and agreement
+    agreement: float
+
+    @property
+    def dense(self) -> bool:
+        return bool(self.dense_count)
+
+    @property
+    def clause(self) -> bool:
+        return not np.isinf(self.coverage)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,9 +207,8 @@ def choose_verification(bg: BackgroundSet, top1s: Top1s, target_fpr: float) -> N
             neg = (top1s.inliers_neg >= count) & (top1s.agreement_neg >= agreement)
             if neg.sum() <= allowed:
                 dense.append((count, agreement, neg, (top1s.inliers_pos >= count) & (top1s.agreement_pos >= agreement)))
-    Rule = tuple[float, int, float, float, float, int, float]  # rate, count, v. margin, margin, coverage, dense
-    # The best rule by (agreement clause on, coverage clause on, count, agreement clause).
-    found: dict[tuple[bool, bool, int, int, float], Rule] = {}
+    # The best rule (over verified margins and coverages) by coverage clause on, count and agreement clause.
+    found: dict[tuple[bool, int, int, float], Rule] = {}
     # Verified clauses (count, verified margin, coverage); first: off (the agreement clause alone).
     verified = [(0, float("inf"), float("inf"))] + [
         (count, float(verify_margin), coverage) for count in INLIER_COUNTS
@@ -205,26 +225,25 @@ def choose_verification(bg: BackgroundSet, top1s: Top1s, target_fpr: float) -> N
             margin = float(rest[left] + 1e-4) if left < len(rest) else float(rest[-1])
             declared = (top1s.pos >= margin) | verified_pos | dense_pos
             rate = float((declared & top1s.correct).mean())
-            slot = (bool(dense_count), not np.isinf(coverage), count, dense_count, agreement)
-            if slot not in found or rate > found[slot][0]:
-                found[slot] = (rate, count, verify_margin, margin, coverage, dense_count, agreement)
+            rule = Rule(rate, count, verify_margin, margin, coverage, dense_count, agreement)
+            slot = (rule.clause, count, dense_count, agreement)
+            if slot not in found or rate > found[slot].rate:
+                found[slot] = rule
 
     def error(rate: float) -> float:
         return float(np.sqrt(rate * (1 - rate) / len(top1s.pos)))
 
     def best(**fixed: bool) -> float:
-        keys = ("dense", "clause")
-        return max((r[0] for slot, r in found.items()
-                    if all(slot[keys.index(k)] == v for k, v in fixed.items())), default=0.0)
+        return max((r.rate for r in found.values() if all(getattr(r, k) == v for k, v in fixed.items())), default=0.0)
 
     with_dense = best(dense=True) > best(dense=False) + error(best(dense=False))
     clause = best(dense=with_dense, clause=True) > best(dense=with_dense, clause=False) + error(
         best(dense=with_dense, clause=False))
     top = best(dense=with_dense, clause=clause)
-    steady = max((r for slot, r in found.items() if slot[:2] == (with_dense, clause) and r[0] >= top - error(top)),
-                 key=lambda r: (r[1], r[5], r[6]), default=None)
-    chosen = steady if steady is not None and steady[0] > margin_only else \
-        (margin_only, 0, 0.0, bg.match_margin, float("inf"), 0, float("inf"))
+    near = [r for r in found.values() if (r.dense, r.clause) == (with_dense, clause) and r.rate >= top - error(top)]
+    steady = max(near, key=lambda r: (r.count, r.dense_count, r.agreement), default=None)
+    chosen = steady if steady is not None and steady.rate > margin_only else \
+        Rule(margin_only, 0, 0.0, bg.match_margin, float("inf"), 0, float("inf"))
     rate, count, verify_margin, margin, coverage, dense_count, agreement = chosen
     bg.verify_inliers, bg.verify_margin, bg.match_margin, bg.verify_coverage = count, verify_margin, margin, coverage
     bg.dense_inliers, bg.dense_agreement = dense_count, agreement
