@@ -24,8 +24,9 @@ fifth of the query: ORB finds no corners in flat areas) from two pictures that s
 part. The pixels can: each reference also keeps its picture in grey at
 ``PICTURE_SIDE``, and a fit's *agreement* is the correlation of the query's pixels with
 the reference's, the reference warped onto the query by the fitted transform, over all
-the area they share. A copy agrees almost everywhere, whatever its keypoints; two
-pictures that share a figure or a frame disagree everywhere else (``agreement``).
+the area they share, or tile by tile where a caption or sticker covers part of a copy.
+A copy agrees almost everywhere, whatever its keypoints; two pictures that share a
+figure or a frame disagree everywhere else (``agreement``).
 
 Stored format (``encode``/``decode``): a 6-byte header (format version, keypoint count,
 the analysed image's longer side), then float16 (x, y) pixel positions in the analysed
@@ -60,6 +61,12 @@ SCALE_RANGE = (1 / 8, 8.0)
 PICTURE_SIDE = 128
 #: An agreement over fewer shared pixels (of the reference's picture) is not measured.
 MIN_SHARED_PIXELS = 64
+#: Tiles of the stored picture that vote in ``_tile_agreement`` (an 8 x 8 grid on a square
+#: picture), the grey-level spread below which a tile is flat, and the fewest textured
+#: tiles whose median is worth taking (fewer: one or two tiles would decide).
+TILE = 16
+MIN_TILE_STD = 4.0
+MIN_TILES = 8
 FORMAT_VERSION = 2
 _HEADER = struct.Struct("<HHH")
 _PICTURE_HEADER = struct.Struct("<HH")
@@ -272,7 +279,8 @@ def agreement(query: LocalFeatures, reference: LocalFeatures, transform: np.ndar
     the reference picture's resolution; 0 when either has no picture or they share under
     ``MIN_SHARED_PIXELS``. A normalised correlation, so a copy's brightness and contrast
     changes (grading, grey, JPEG) keep it near 1, while another picture sharing one part
-    of it (a figure, a frame) falls with the area where they differ."""
+    of it (a figure, a frame) falls with the area where they differ. The median tile's
+    correlation (``_tile_agreement``) when it is higher: a copy partly covered."""
     if query.picture is None or reference.picture is None:
         return 0.0
     target = reference.picture.astype(np.float32)
@@ -294,4 +302,32 @@ def agreement(query: LocalFeatures, reference: LocalFeatures, transform: np.ndar
         return 0.0
     a, b = warped[shared] - warped[shared].mean(), target[shared] - target[shared].mean()
     norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / norm) if norm > 0 else 0.0
+    whole = float((a * b).sum() / norm) if norm > 0 else 0.0
+    return max(whole, _tile_agreement(warped, target, shared))
+
+
+def _tile_agreement(warped: np.ndarray, target: np.ndarray, shared: np.ndarray) -> float:
+    """The median correlation of ``TILE``-pixel tiles that both pictures cover wholly and
+    where the reference has texture (0 with fewer than ``MIN_TILES`` of them).
+
+    The whole overlap's correlation falls with any area the copy covers: a caption band,
+    stickers, an inpainted patch. Tile by tile, a copy with a minority covered still agrees
+    in most tiles, while another picture sharing a part agrees in that part's tiles only.
+    The whole overlap's figure stays beside it (``agreement`` takes the better): blur and
+    noise weaken small tiles' correlations more than the whole's. Flat tiles say nothing
+    (any two flat areas correlate by chance), so only textured ones vote."""
+    rows, cols = target.shape[0] // TILE, target.shape[1] // TILE
+
+    def tiles(image: np.ndarray) -> np.ndarray:
+        cut = image[:rows * TILE, :cols * TILE]
+        return cut.reshape(rows, TILE, cols, TILE).swapaxes(1, 2).reshape(rows * cols, TILE * TILE)
+
+    query, reference = tiles(warped), tiles(target)
+    kept = tiles(shared).all(1) & (reference.std(1) >= MIN_TILE_STD)
+    if kept.sum() < MIN_TILES:
+        return 0.0
+    a = query[kept] - query[kept].mean(1, keepdims=True)
+    b = reference[kept] - reference[kept].mean(1, keepdims=True)
+    norm = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    correlation = np.divide((a * b).sum(1), norm, out=np.zeros(len(a), np.float32), where=norm > 0)
+    return float(np.median(correlation))

@@ -129,7 +129,9 @@ def test_keypoints_verify_a_tilted_crop_and_the_calibrated_rule_declares_it(sett
         assert max(n for i, n in inliers.items() if i != refs[2].id) < 20, inliers
         assert found.candidates[0].reference.id == refs[2].id
 
-        strict = dataclasses.replace(bundle.background, match_margin=2.0, verify_inliers=20, verify_margin=-1.0)
+        # Each clause alone: the shipped agreement clause off until it is tested below.
+        strict = dataclasses.replace(bundle.background, match_margin=2.0, verify_inliers=20, verify_margin=-1.0,
+                                     dense_inliers=0)
         origin.bundle = dataclasses.replace(bundle, background=strict)
         verified = origin.identify(query, top_k=3)
         assert verified.match and verified.match_basis == "verified"
