@@ -82,12 +82,17 @@ DERIVED = {
 }
 
 
+def _thumbnail_digest(im: Image.Image) -> bytes:
+    """SHA-256 of the 16 x 16 thumbnail: what names a file here (``kept_out``, ``fingerprint``)."""
+    return hashlib.sha256(im.resize((16, 16)).tobytes()).digest()
+
+
 def fingerprint(im: Image.Image) -> str:
-    return hashlib.sha256(im.resize((16, 16)).tobytes()).hexdigest()[:16]
+    return _thumbnail_digest(im).hex()[:16]
 
 
 def kept_out(im: Image.Image) -> bool:
-    return hashlib.sha256(im.resize((16, 16)).tobytes()).digest()[0] % 8 == 0
+    return _thumbnail_digest(im)[0] % 8 == 0
 
 
 def query_vectors(embedder: Embedder, images: list[Image.Image], settings: Settings) -> np.ndarray:
